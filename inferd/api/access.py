@@ -1,0 +1,69 @@
+"""ASGI middleware: one metadata-only access log line and the request metrics per request,
+written when the last byte is sent (so streams are measured to their end)."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from inferd import metrics
+
+log = logging.getLogger("inferd.access")
+
+SKIP_LOG = frozenset({"/healthz", "/readyz", "/metrics"})
+
+
+class AccessLogMiddleware:
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        state = scope.setdefault("state", {})
+        status_holder = [500]
+        logged = [False]
+
+        def finish() -> None:
+            if logged[0]:
+                return
+            logged[0] = True
+            duration = time.perf_counter() - started
+            route = state.get("route", "other")
+            model = state.get("model", "")
+            status = status_holder[0]
+            metrics.REQUESTS.labels(route, model, str(status)).inc()
+            metrics.LATENCY.labels(route).observe(duration)
+            if scope["path"] in SKIP_LOG:
+                return
+            log.info(
+                "request",
+                extra={
+                    "method": scope["method"],
+                    "path": scope["path"],
+                    "status": status,
+                    "duration_ms": round(duration * 1000, 2),
+                    "route": route,
+                    "model": model or None,
+                    "account": state.get("account"),
+                    "request_id": state.get("request_id"),
+                    "prompt_tokens": state.get("prompt_tokens"),
+                    "completion_tokens": state.get("completion_tokens"),
+                    "cost": state.get("cost"),
+                    "finish_reason": state.get("finish_reason"),
+                },
+            )
+
+        async def send_wrapper(message) -> None:
+            if message["type"] == "http.response.start":
+                status_holder[0] = message["status"]
+            await send(message)
+            if message["type"] == "http.response.body" and not message.get("more_body", False):
+                finish()
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            finish()

@@ -1,0 +1,71 @@
+"""Errors as clients expect them: `{"error": {"message", "type", "param", "code"}}`.
+
+OpenAI's shape is used on every route (native clients read `detail` as well), so one handler
+serves both APIs. Messages name the problem, never echo request content.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from pydantic import ValidationError
+from starlette.responses import Response
+
+_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    402: "insufficient_quota",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "invalid_request_error",
+    415: "invalid_request_error",
+    422: "invalid_request_error",
+    429: "rate_limit_error",
+    503: "service_unavailable",
+}
+
+
+class APIError(Exception):
+    def __init__(
+        self, status: int, message: str, *, code: str | None = None, param: str | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.code = code
+        self.param = param
+
+    def body(self) -> dict[str, Any]:
+        return {
+            "error": {
+                "message": self.message,
+                "type": _TYPES.get(self.status, "server_error"),
+                "param": self.param,
+                "code": self.code,
+            },
+            "detail": self.message,
+        }
+
+    def response(self) -> Response:
+        headers = {"Retry-After": "1"} if self.status in (429, 503) else None
+        return Response(
+            orjson.dumps(self.body()),
+            status_code=self.status,
+            media_type="application/json",
+            headers=headers,
+        )
+
+
+def from_validation(exc: ValidationError) -> APIError:
+    """First problem of a pydantic error, without the offending value."""
+    first = exc.errors(include_url=False, include_input=False)[0]
+    loc = ".".join(str(p) for p in first["loc"] if p != "body") or "body"
+    return APIError(
+        400, f"Invalid request: `{loc}`: {first['msg']}.", param=loc, code="invalid_parameter"
+    )
+
+
+def from_engine_event(event: dict[str, Any]) -> APIError:
+    status = int(event.get("status", 500))
+    return APIError(status, event.get("message", "The model failed."), code=event.get("code"))

@@ -1,0 +1,42 @@
+"""Describes served models for `GET /models/{model}` and `GET /v1/openai/models`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from inferd.api.gateway import Gateway
+from inferd.catalog import ModelSpec
+
+CREATED = 1_700_000_000  # catalog entries have no creation time; a fixed epoch keeps ids stable
+
+
+def model_card(gateway: Gateway, spec: ModelSpec) -> dict[str, Any]:
+    info = gateway.runtime.info(spec.name)
+    price = spec.price.model_dump()
+    card: dict[str, Any] = {
+        "model_name": spec.name,
+        "task": spec.task,
+        "type": spec.task,
+        "tags": spec.tags,
+        "description": spec.description,
+        "context_length": gateway.context_length(spec),
+        "max_output_tokens": gateway.settings.max_output_tokens
+        if spec.task == "text-generation"
+        else None,
+        "pricing": {k: v for k, v in price.items() if v},
+        "replicas": spec.replicas,
+        "ready": gateway.runtime.deployments[spec.name].ready,
+    }
+    if "dimensions" in info:
+        card["dimensions"] = info["dimensions"]
+    return card
+
+
+def openai_model(gateway: Gateway, spec: ModelSpec) -> dict[str, Any]:
+    return {
+        "id": spec.name,
+        "object": "model",
+        "created": CREATED,
+        "owned_by": "inferd",
+        "metadata": model_card(gateway, spec),
+    }

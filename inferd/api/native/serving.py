@@ -1,0 +1,146 @@
+"""POST /v1/inference/{model}: the native request and response shapes, per task."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+
+from inferd.api import sse
+from inferd.api.embeddings import run_embeddings
+from inferd.api.gateway import Gateway
+from inferd.api.generation import Generation, GenerationFailed, start_generation
+from inferd.api.native.protocol import EmbeddingsRequest, TextGenerationRequest
+from inferd.api.responses import JSONResponse
+
+# Engine finish reasons → TGI's.
+NATIVE_FINISH = {"eos": "eos_token", "stop_sequence": "stop_sequence", "length": "length"}
+
+
+async def infer(gateway: Gateway, request: Request, model: str) -> Response:
+    data = await gateway.read_object(request)
+    admission = await gateway.admit(request, model, ("text-generation", "embeddings"))
+    try:
+        if admission.spec.task == "embeddings":
+            request.scope["state"]["route"] = "native_embeddings"
+            req = gateway.validate(EmbeddingsRequest, data)
+            return await _embeddings(gateway, request, admission, req)
+        request.scope["state"]["route"] = "native_text_generation"
+        gen_req = gateway.validate(TextGenerationRequest, data)
+    except BaseException:
+        admission.release()
+        raise
+    return await _text_generation(gateway, request, admission, gen_req)
+
+
+def _status(generation: Generation, runtime_ms: int) -> dict[str, Any]:
+    return {
+        "status": "succeeded",
+        "runtime_ms": runtime_ms,
+        "cost": generation.cost,
+        "tokens_input": generation.prompt_tokens,
+        "tokens_generated": generation.completion_tokens,
+    }
+
+
+async def _text_generation(gateway, request, admission, body: TextGenerationRequest) -> Response:
+    params = {
+        "max_tokens": body.max_new_tokens or gateway.settings.default_native_max_new_tokens,
+        "max_output_tokens": gateway.settings.max_output_tokens,
+        "temperature": body.temperature,
+        "top_p": body.top_p,
+        "top_k": body.top_k,
+        "min_p": body.min_p,
+        "repetition_penalty": body.repetition_penalty,
+        "presence_penalty": body.presence_penalty,
+        "frequency_penalty": body.frequency_penalty,
+        "stop": body.stop,
+        "seed": body.seed,
+    }
+    if body.max_new_tokens is None:
+        # The default must not overflow a short context on its own: clamp to what is left.
+        params["max_tokens"] = None
+        params["default_max_tokens"] = gateway.settings.default_native_max_new_tokens
+    generation = await start_generation(
+        gateway, admission, request, {"kind": "generate", "prompt": body.input, "params": params}
+    )
+    if body.stream:
+        return StreamingResponse(
+            _stream(generation), media_type=sse.MEDIA_TYPE, headers=sse.HEADERS
+        )
+    try:
+        await generation.collect()
+    except GenerationFailed as exc:
+        return exc.error.response()
+    finally:
+        generation.close()
+    return JSONResponse(
+        {
+            "request_id": admission.request_id,
+            "inference_status": _status(generation, admission.runtime_ms),
+            "results": [{"generated_text": generation.text}],
+            "num_tokens": generation.completion_tokens,
+            "num_input_tokens": generation.prompt_tokens,
+        }
+    )
+
+
+def _token_event(item: list) -> dict[str, Any]:
+    token_id, text, logprob, special = item
+    return {
+        "token": {"id": token_id, "text": text, "logprob": logprob, "special": special},
+        "generated_text": None,
+        "details": None,
+    }
+
+
+async def _stream(generation: Generation) -> AsyncIterator[bytes]:
+    """TGI-style: one event per token; the last one carries generated_text and details."""
+    held: list | None = None
+    try:
+        try:
+            async for items in generation.items():
+                for item in items:
+                    if held is not None:
+                        yield sse.frame(_token_event(held))
+                    held = item
+        except GenerationFailed as exc:
+            if held is not None:
+                yield sse.frame(_token_event(held))
+            yield sse.frame(exc.error.body())
+            return
+        if held is None:
+            last = generation.last_token or [None, 0.0]
+            held = [last[0], "", last[1], False]
+        final = _token_event(held)
+        final["generated_text"] = generation.text
+        final["details"] = {
+            "finish_reason": NATIVE_FINISH.get(generation.finish_reason or "", "length"),
+            "generated_tokens": generation.completion_tokens,
+            "input_tokens": generation.prompt_tokens,
+            "seed": None,
+        }
+        final["inference_status"] = _status(generation, generation.admission.runtime_ms)
+        final["request_id"] = generation.admission.request_id
+        yield sse.frame(final)
+    finally:
+        generation.close()
+
+
+async def _embeddings(gateway, request, admission, body: EmbeddingsRequest) -> Response:
+    result = await run_embeddings(gateway, admission, request, body.inputs, body.normalize)
+    return JSONResponse(
+        {
+            "request_id": admission.request_id,
+            "embeddings": result.vectors,
+            "input_tokens": result.tokens,
+            "inference_status": {
+                "status": "succeeded",
+                "runtime_ms": admission.runtime_ms,
+                "cost": result.cost,
+                "tokens_input": result.tokens,
+            },
+        }
+    )

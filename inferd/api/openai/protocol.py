@@ -1,0 +1,202 @@
+"""OpenAI request bodies. Permissive like the real API: unknown fields are ignored, numbers
+may arrive as numeric strings, `content` may be null. What matters is validated."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from inferd.api.errors import APIError
+
+
+class _Lenient(BaseModel):
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+
+class StreamOptions(_Lenient):
+    include_usage: bool = False
+
+
+class ChatMessage(_Lenient):
+    role: Literal["system", "user", "assistant", "tool", "developer", "function"]
+    content: str | list[dict[str, Any]] | None = None
+    name: str | None = None
+    tool_calls: list[dict[str, Any]] | None = None
+    tool_call_id: str | None = None
+
+    def text(self) -> str:
+        """Text content; parts of other types are refused by the caller before this."""
+        if self.content is None:
+            return ""
+        if isinstance(self.content, str):
+            return self.content
+        return "".join(str(p.get("text", "")) for p in self.content if p.get("type") == "text")
+
+    def non_text_parts(self) -> list[str]:
+        if isinstance(self.content, list):
+            return [str(p.get("type")) for p in self.content if p.get("type") != "text"]
+        return []
+
+
+class SamplingFields(_Lenient):
+    """Fields shared by chat and legacy completions."""
+
+    model: str
+    max_tokens: int | None = Field(default=None, ge=1)
+    temperature: float = Field(default=1.0, ge=0.0, le=2.0)
+    top_p: float = Field(default=1.0, gt=0.0, le=1.0)
+    top_k: int = Field(default=0, ge=0)
+    min_p: float = Field(default=0.0, ge=0.0, le=1.0)
+    repetition_penalty: float = Field(default=1.0, gt=0.0, le=10.0)
+    presence_penalty: float = Field(default=0.0, ge=-2.0, le=2.0)
+    frequency_penalty: float = Field(default=0.0, ge=-2.0, le=2.0)
+    stop: str | list[str] | None = None
+    seed: int | None = None
+    n: int = Field(default=1, ge=1, le=16)
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    user: str | None = None
+
+    @field_validator("stop")
+    @classmethod
+    def _stop_list(cls, value: str | list[str] | None) -> list[str] | None:
+        if value is None:
+            return None
+        stops = [value] if isinstance(value, str) else value
+        if len(stops) > 16:
+            raise ValueError("at most 16 stop sequences")
+        return [s for s in stops if s]
+
+    @property
+    def include_usage(self) -> bool:
+        return bool(self.stream_options and self.stream_options.include_usage)
+
+    def sampling_params(self, max_output_tokens: int) -> dict[str, Any]:
+        if self.n != 1:
+            raise APIError(
+                400,
+                "n > 1 is not supported by this model yet.",
+                param="n",
+                code="unsupported_parameter",
+            )
+        return {
+            "max_tokens": self.max_tokens,
+            "max_output_tokens": max_output_tokens,
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+            "top_k": self.top_k,
+            "min_p": self.min_p,
+            "repetition_penalty": self.repetition_penalty,
+            "presence_penalty": self.presence_penalty,
+            "frequency_penalty": self.frequency_penalty,
+            "stop": self.stop or [],
+            "seed": self.seed,
+        }
+
+
+class ChatCompletionRequest(SamplingFields):
+    messages: list[ChatMessage] = Field(min_length=1)
+    max_completion_tokens: int | None = Field(default=None, ge=1)
+    logprobs: bool = False
+    top_logprobs: int | None = Field(default=None, ge=0, le=20)
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: Any = None
+    response_format: dict[str, Any] | None = None
+
+    def refuse_unsupported(self) -> None:
+        """Features of later backends are refused by name, never silently ignored."""
+        if self.tools:
+            raise APIError(
+                400,
+                "`tools` are not supported by this model yet.",
+                param="tools",
+                code="unsupported_parameter",
+            )
+        fmt = (self.response_format or {}).get("type", "text")
+        if fmt != "text":
+            raise APIError(
+                400,
+                f"response_format `{fmt}` is not supported by this model yet.",
+                param="response_format",
+                code="unsupported_parameter",
+            )
+        if self.top_logprobs:
+            raise APIError(
+                400,
+                "`top_logprobs` is not supported by this model yet.",
+                param="top_logprobs",
+                code="unsupported_parameter",
+            )
+        for message in self.messages:
+            for part in message.non_text_parts():
+                raise APIError(
+                    400,
+                    f"Message parts of type `{part}` are not supported by this "
+                    "model (it is not a vision model).",
+                    param="messages",
+                    code="unsupported_content",
+                )
+
+
+class CompletionRequest(SamplingFields):
+    prompt: str | list[str]
+    echo: bool = False
+    logprobs: int | None = Field(default=None, ge=0, le=5)
+    suffix: str | None = None
+
+    @field_validator("prompt")
+    @classmethod
+    def _one_prompt(cls, value: str | list[str]) -> str | list[str]:
+        if isinstance(value, list) and len(value) != 1:
+            raise ValueError("exactly one prompt per request is supported")
+        return value
+
+    @property
+    def prompt_text(self) -> str:
+        return self.prompt if isinstance(self.prompt, str) else self.prompt[0]
+
+    def refuse_unsupported(self) -> None:
+        if self.echo:
+            raise APIError(
+                400,
+                "`echo` is not supported by this model yet.",
+                param="echo",
+                code="unsupported_parameter",
+            )
+        if self.logprobs:
+            raise APIError(
+                400,
+                "`logprobs` > 0 (top alternatives) is not supported yet.",
+                param="logprobs",
+                code="unsupported_parameter",
+            )
+        if self.suffix:
+            raise APIError(
+                400, "`suffix` is not supported.", param="suffix", code="unsupported_parameter"
+            )
+
+
+class EmbeddingRequest(_Lenient):
+    model: str
+    input: str | list[str] | list[int] | list[list[int]]
+    encoding_format: Literal["float", "base64"] = "float"
+    dimensions: int | None = None
+    user: str | None = None
+
+    def texts(self) -> list[str]:
+        value = self.input
+        if isinstance(value, str):
+            value = [value]
+        if not value:
+            raise APIError(400, "`input` must not be empty.", param="input")
+        if not all(isinstance(v, str) for v in value):
+            raise APIError(
+                400,
+                "`input` as token arrays is not supported; send strings.",
+                param="input",
+                code="unsupported_parameter",
+            )
+        if any(not v for v in value):
+            raise APIError(400, "`input` must not contain empty strings.", param="input")
+        return list(value)  # type: ignore[arg-type]

@@ -1,0 +1,1 @@
+"""Prices work from the catalog's price book."""

@@ -1,0 +1,14 @@
+"""Cost of one request from the model's price book."""
+
+from __future__ import annotations
+
+from inferd.catalog.spec import Price
+
+
+def token_cost(price: Price, input_tokens: int, output_tokens: int) -> float:
+    cost = (
+        price.per_request
+        + input_tokens * price.input_per_1m / 1e6
+        + output_tokens * price.output_per_1m / 1e6
+    )
+    return round(cost, 10)

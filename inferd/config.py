@@ -1,0 +1,65 @@
+"""Server settings: defaults, then a TOML file, then ``INFERD_*`` environment variables.
+
+The file is ``$INFERD_CONFIG`` if set, else ``$INFERD_HOME/config.toml`` when it exists.
+Environment variables win so that automation can override any file.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+ENV_PREFIX = "INFERD_"
+
+
+class Settings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    home: Path = Field(default=Path(".inferd"), description="Data directory (database, secrets).")
+    host: str = "127.0.0.1"
+    port: int = 8000
+    catalog: Path | None = Field(
+        default=None, description="Catalog TOML; the packaged default catalog when unset."
+    )
+    database_url: str | None = Field(
+        default=None, description="SQLAlchemy URL; SQLite under `home` when unset."
+    )
+    admin_key: str | None = Field(default=None, description="Admin API key to install at start.")
+    master_key: str | None = Field(
+        default=None, description="Server secret for key hashing; generated under `home` if unset."
+    )
+    log_level: str = "INFO"
+    max_output_tokens: int = 16384
+    default_native_max_new_tokens: int = 512
+    max_request_bytes: int = 8 * 1024 * 1024
+    concurrency_limit: int = 200
+    drain_timeout_s: float = 30.0
+    model_ready_timeout_s: float = 300.0
+    worker_restart_backoff_s: float = 0.5
+    auth_cache_ttl_s: float = 2.0
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.home / 'inferd.db').resolve()}"
+
+
+def load_settings(overrides: dict[str, Any] | None = None) -> Settings:
+    data: dict[str, Any] = {}
+    home = Path(os.environ.get(f"{ENV_PREFIX}HOME", ".inferd"))
+    config_file = os.environ.get(f"{ENV_PREFIX}CONFIG")
+    path = Path(config_file) if config_file else home / "config.toml"
+    if path.is_file():
+        with path.open("rb") as fh:
+            data.update(tomllib.load(fh))
+    for name in Settings.model_fields:
+        env_value = os.environ.get(f"{ENV_PREFIX}{name.upper()}")
+        if env_value is not None:
+            data[name] = env_value
+    data.update(overrides or {})
+    return Settings.model_validate(data)

@@ -1,0 +1,1 @@
+"""Task code. An engine knows nothing of HTTP, accounts or prices."""

@@ -1,0 +1,53 @@
+"""The interface every engine implements inside a worker process."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from typing import Any
+
+# emit(request_id, event) sends one event back to the gateway; thread-safe.
+Emit = Callable[[str, dict[str, Any]], None]
+
+
+class EngineError(Exception):
+    """A request the engine refuses; ``status`` is the HTTP status the gateway should use."""
+
+    def __init__(self, message: str, *, status: int = 400, code: str = "invalid_request") -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+
+
+class Engine(ABC):
+    """Receives requests, runs them (usually on its own threads) and emits their events."""
+
+    def __init__(self, emit: Emit) -> None:
+        self.emit = emit
+
+    @abstractmethod
+    def info(self) -> dict[str, Any]:
+        """Facts the gateway needs about the loaded model (context length, dims, ...)."""
+
+    @abstractmethod
+    def submit(self, request_id: str, payload: dict[str, Any]) -> None:
+        """Accept a request; must not block on the work itself."""
+
+    def cancel(self, request_id: str) -> None:  # noqa: B027 - optional for unary engines
+        """Stop working on a request whose client went away."""
+
+    def close(self) -> None:  # noqa: B027
+        """Release model resources."""
+
+    def fail(self, request_id: str, exc: BaseException) -> None:
+        if isinstance(exc, EngineError):
+            event = {"ev": "error", "status": exc.status, "code": exc.code, "message": str(exc)}
+        else:
+            # The message of an unexpected exception may quote input; report only its type.
+            event = {
+                "ev": "error",
+                "status": 500,
+                "code": "engine_error",
+                "message": f"The model failed on this request ({type(exc).__name__}).",
+            }
+        self.emit(request_id, event)

@@ -1,0 +1,109 @@
+"""Sentence embeddings with dynamic batching.
+
+Requests queue up while a batch runs; the next batch takes every queued text up to
+`max_batch`, waiting at most `batch_wait_ms` for more once the first arrives.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from inferd.engines.base import Emit, Engine, EngineError
+
+
+class EmbeddingsEngine(Engine):
+    def __init__(self, emit: Emit, model_path: Path, context_length: int, options: dict) -> None:
+        super().__init__(emit)
+        import torch
+        from sentence_transformers import SentenceTransformer
+
+        torch.set_num_threads(int(options.get("n_threads", 1)))
+        self.model = SentenceTransformer(str(model_path), device="cpu", local_files_only=True)
+        self.model.max_seq_length = min(self.model.max_seq_length or context_length, context_length)
+        self.max_batch = int(options.get("max_batch", 64))
+        self.batch_wait = float(options.get("batch_wait_ms", 2)) / 1000.0
+        self.max_inputs = int(options.get("max_inputs", 2048))
+        self._queue: queue.SimpleQueue[tuple[str, list[str], bool] | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._loop, name="embed-batcher", daemon=True)
+        self._thread.start()
+
+    def info(self) -> dict[str, Any]:
+        return {
+            "context_length": self.model.max_seq_length,
+            "dimensions": self.model.get_embedding_dimension(),
+        }
+
+    def submit(self, request_id: str, payload: dict[str, Any]) -> None:
+        texts = payload.get("texts")
+        if not isinstance(texts, list) or not texts:
+            self.fail(request_id, EngineError("input must be a non-empty list of strings"))
+            return
+        if len(texts) > self.max_inputs:
+            self.fail(request_id, EngineError(f"at most {self.max_inputs} inputs per request"))
+            return
+        self._queue.put((request_id, texts, bool(payload.get("normalize", False))))
+
+    def close(self) -> None:
+        self._queue.put(None)
+        self._thread.join(timeout=5)
+
+    def _take_batch(self) -> list[tuple[str, list[str], bool]] | None:
+        first = self._queue.get()
+        if first is None:
+            return None
+        batch = [first]
+        size = len(first[1])
+        deadline = time.monotonic() + self.batch_wait
+        while size < self.max_batch:
+            remaining = deadline - time.monotonic()
+            try:
+                item = (
+                    self._queue.get(timeout=max(remaining, 0))
+                    if remaining > 0
+                    else (self._queue.get_nowait())
+                )
+            except queue.Empty:
+                break
+            if item is None:
+                self._queue.put(None)
+                break
+            batch.append(item)
+            size += len(item[1])
+        return batch
+
+    def _loop(self) -> None:
+        while True:
+            batch = self._take_batch()
+            if batch is None:
+                return
+            texts = [t for _, ts, _ in batch for t in ts]
+            try:
+                vectors = self.model.encode(
+                    texts, batch_size=self.max_batch, convert_to_numpy=True, show_progress_bar=False
+                )
+                lengths = self._token_counts(texts)
+            except Exception as exc:
+                for request_id, _, _ in batch:
+                    self.fail(request_id, exc)
+                continue
+            start = 0
+            for request_id, ts, normalize in batch:
+                rows = vectors[start : start + len(ts)].astype(np.float32)
+                if normalize:
+                    norms = np.linalg.norm(rows, axis=1, keepdims=True)
+                    rows = rows / np.maximum(norms, 1e-12)
+                tokens = int(sum(lengths[start : start + len(ts)]))
+                start += len(ts)
+                self.emit(request_id, {"ev": "result", "embeddings": rows, "tokens": tokens})
+
+    def _token_counts(self, texts: list[str]) -> list[int]:
+        encoded = self.model.tokenizer(
+            texts, truncation=True, max_length=self.model.max_seq_length, add_special_tokens=True
+        )
+        return [len(ids) for ids in encoded["input_ids"]]

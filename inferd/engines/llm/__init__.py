@@ -1,0 +1,1 @@
+"""LLM engine: a continuous-batching scheduler over interchangeable model backends."""

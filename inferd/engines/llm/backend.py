@@ -1,0 +1,56 @@
+"""What the scheduler needs from a model: tokens in, logits out, per-sequence KV slots."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(slots=True)
+class ForwardEntry:
+    """Tokens of one sequence to feed in this step, starting at position `pos`."""
+
+    slot: int
+    tokens: list[int]
+    pos: int
+    want_logits: bool
+
+
+class LLMBackend(ABC):
+    """A loaded causal LM with `max_seqs` independent KV slots."""
+
+    n_vocab: int
+    context_length: int
+    max_seqs: int
+    kv_tokens: int  # KV cells shared by all slots
+    batch_tokens: int  # most tokens one forward step takes
+    add_bos: bool
+    bos_token: str
+    eos_token: str
+    chat_template: str | None
+
+    @abstractmethod
+    def tokenize(self, text: str, add_special: bool) -> list[int]: ...
+
+    @abstractmethod
+    def token_bytes(self, token_id: int) -> bytes: ...
+
+    @abstractmethod
+    def is_eog(self, token_id: int) -> bool:
+        """End of generation (EOS, EOT, ...)."""
+
+    @abstractmethod
+    def is_special(self, token_id: int) -> bool: ...
+
+    @abstractmethod
+    def forward(self, entries: list[ForwardEntry]) -> np.ndarray:
+        """Run one batched step; returns one logits row per entry with want_logits, in order."""
+
+    @abstractmethod
+    def release(self, slot: int) -> None:
+        """Forget a slot's KV cache."""
+
+    def close(self) -> None:  # noqa: B027
+        pass

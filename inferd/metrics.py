@@ -1,0 +1,51 @@
+"""Prometheus metrics, one registry per process. Labels carry metadata only."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+REGISTRY = CollectorRegistry()
+
+REQUESTS = Counter(
+    "inferd_requests_total",
+    "Requests by route, model and status.",
+    ["route", "model", "status"],
+    registry=REGISTRY,
+)
+LATENCY = Histogram(
+    "inferd_request_duration_seconds",
+    "Time to the last byte, by route.",
+    ["route"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+    registry=REGISTRY,
+)
+TOKENS = Counter(
+    "inferd_tokens_total",
+    "Tokens processed, by model and kind (input|output).",
+    ["model", "kind"],
+    registry=REGISTRY,
+)
+IN_FLIGHT = Gauge(
+    "inferd_queue_depth",
+    "Requests submitted to a model's replicas and not yet finished.",
+    ["model"],
+    registry=REGISTRY,
+)
+REPLICAS = Gauge(
+    "inferd_replicas_ready",
+    "Replicas of a model ready to serve.",
+    ["model"],
+    registry=REGISTRY,
+)
+WORKER_RESTARTS = Counter(
+    "inferd_worker_restarts_total",
+    "Worker processes restarted after they died.",
+    ["model"],
+    registry=REGISTRY,
+)
+RATE_LIMITED = Counter(
+    "inferd_rate_limited_total",
+    "Requests refused by the concurrency limiter.",
+    ["model"],
+    registry=REGISTRY,
+)

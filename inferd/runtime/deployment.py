@@ -1,0 +1,55 @@
+"""A served model: its spec and its replicas, with least-loaded routing."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from inferd.catalog.spec import ModelSpec
+from inferd.runtime.backend import Replica, ReplicaBackend
+from inferd.runtime.call import Call, ModelUnavailable
+
+
+class Deployment:
+    def __init__(self, spec: ModelSpec, backend: ReplicaBackend) -> None:
+        self.spec = spec
+        self.replicas: list[Replica] = [
+            backend.create_replica(spec, i) for i in range(spec.replicas)
+        ]
+
+    @property
+    def ready(self) -> bool:
+        return any(r.ready for r in self.replicas)
+
+    @property
+    def info(self) -> dict[str, Any]:
+        for replica in self.replicas:
+            if replica.info:
+                return replica.info
+        return {}
+
+    async def start(self) -> None:
+        for replica in self.replicas:
+            await replica.start()
+
+    async def stop(self) -> None:
+        await asyncio.gather(*(r.stop() for r in self.replicas))
+
+    async def submit(self, payload: dict[str, Any], ready_timeout_s: float) -> Call:
+        replica = self._pick()
+        if replica is None:
+            # Starting or restarting after a crash: wait rather than fail the request.
+            waits = [asyncio.create_task(r.wait_ready()) for r in self.replicas]
+            try:
+                await asyncio.wait(waits, timeout=ready_timeout_s, return_when="FIRST_COMPLETED")
+            finally:
+                for task in waits:
+                    task.cancel()
+            replica = self._pick()
+            if replica is None:
+                raise ModelUnavailable(f"The model `{self.spec.name}` is not ready; retry later.")
+        return replica.submit(payload)
+
+    def _pick(self) -> Replica | None:
+        ready = [r for r in self.replicas if r.ready]
+        return min(ready, key=lambda r: r.in_flight) if ready else None

@@ -1,0 +1,1 @@
+"""The database: accounts and API keys (never prompts or outputs)."""

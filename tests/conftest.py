@@ -1,0 +1,137 @@
+"""A real inferd server on loopback, with the real default models, shared by the suite."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from openai import OpenAI
+
+CHAT_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
+EMBED_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+ADMIN_KEY = "ik_test_admin_key_0123456789"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """`inferd serve` in a subprocess; stdout+stderr go to a log file we can search."""
+
+    def __init__(self, root: Path, env: dict[str, str] | None = None) -> None:
+        self.root = root
+        self.home = root / "home"
+        self.tmp = root / "tmp"
+        self.log_path = root / "server.log"
+        self.home.mkdir(parents=True, exist_ok=True)
+        self.tmp.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = {
+            **os.environ,
+            "INFERD_HOME": str(self.home),
+            "INFERD_PORT": str(self.port),
+            "TMPDIR": str(self.tmp),
+            **(env or {}),
+        }
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, wait_ready: bool = True, timeout: float = 180) -> Server:
+        self._log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "inferd", "serve"],
+            env=self.env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        if wait_ready:
+            self.wait_ready(timeout)
+        return self
+
+    def wait_ready(self, timeout: float = 180) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.proc and self.proc.poll() is None, self.log_path.read_text()[-3000:]
+            try:
+                if httpx.get(self.url + "/readyz", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.3)
+        raise TimeoutError("server not ready:\n" + self.log_path.read_text()[-3000:])
+
+    def worker_pids(self, model: str) -> list[int]:
+        """Worker processes of this server that serve `model` (from /proc)."""
+        pids = []
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            ppid = int(stat.rsplit(")", 1)[1].split()[1])
+            if ppid == self.proc.pid and "inferd.worker.main" in cmdline and model in cmdline:
+                pids.append(int(entry.name))
+        return pids
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 40) -> int:
+        if self.proc is None:
+            return 0
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        self._log.close()
+        return self.proc.returncode
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    srv = Server(tmp_path_factory.mktemp("inferd"), {"INFERD_ADMIN_KEY": ADMIN_KEY}).start()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="session")
+def client(server: Server) -> OpenAI:
+    return OpenAI(api_key=ADMIN_KEY, base_url=server.url + "/v1/openai", max_retries=0)
+
+
+@pytest.fixture(scope="session")
+def http(server: Server) -> Iterator[httpx.Client]:
+    with httpx.Client(
+        base_url=server.url, headers={"Authorization": f"Bearer {ADMIN_KEY}"}, timeout=120
+    ) as c:
+        yield c
+
+
+def sse_events(response: httpx.Response) -> list[str]:
+    """Raw `data:` payloads of an SSE response, checking the framing on the way."""
+    body = response.read().decode()
+    assert body.endswith("\n\n"), "every SSE frame ends with a blank line"
+    frames = body.split("\n\n")[:-1]
+    payloads = []
+    for frame in frames:
+        assert frame.startswith("data: "), f"bad SSE frame {frame[:40]!r}"
+        payloads.append(frame[len("data: ") :])
+    return payloads
