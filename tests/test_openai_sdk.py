@@ -83,7 +83,11 @@ def test_completions(client: OpenAI) -> None:
     assert completion.choices[0].text
     assert completion.usage.completion_tokens > 0
     stream = client.completions.create(
-        model=CHAT_MODEL, prompt=prompt, max_tokens=12, stop=["<|im_end|>"], temperature=0,
+        model=CHAT_MODEL,
+        prompt=prompt,
+        max_tokens=12,
+        stop=["<|im_end|>"],
+        temperature=0,
         stream=True,
     )
     chunks = list(stream)

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from starlette.requests import Request
 
 from inferd import metrics
+from inferd.api.disconnect import unless_disconnected
 from inferd.api.errors import APIError, from_engine_event
 from inferd.api.gateway import Admission, Gateway
 from inferd.billing.pricing import token_cost
@@ -27,7 +28,7 @@ async def run_embeddings(
             admission, {"kind": "embed", "texts": texts, "normalize": normalize}
         )
         try:
-            event = await call.result()
+            event = await unless_disconnected(request, call.result())
         finally:
             call.close()
     finally:

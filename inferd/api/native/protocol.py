@@ -19,6 +19,7 @@ class TextGenerationRequest(BaseModel):
     frequency_penalty: float = Field(default=0.0, ge=-2.0, le=2.0)
     stop: str | list[str] | None = None
     seed: int | None = None
+    ignore_eos: bool = False  # extension: generate exactly max_new_tokens
     stream: bool = False
 
     @field_validator("stop")

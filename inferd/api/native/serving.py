@@ -9,6 +9,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from inferd.api import sse
+from inferd.api.disconnect import unless_disconnected
 from inferd.api.embeddings import run_embeddings
 from inferd.api.gateway import Gateway
 from inferd.api.generation import Generation, GenerationFailed, start_generation
@@ -58,6 +59,7 @@ async def _text_generation(gateway, request, admission, body: TextGenerationRequ
         "frequency_penalty": body.frequency_penalty,
         "stop": body.stop,
         "seed": body.seed,
+        "ignore_eos": body.ignore_eos,
     }
     if body.max_new_tokens is None:
         # The default must not overflow a short context on its own: clamp to what is left.
@@ -71,7 +73,7 @@ async def _text_generation(gateway, request, admission, body: TextGenerationRequ
             _stream(generation), media_type=sse.MEDIA_TYPE, headers=sse.HEADERS
         )
     try:
-        await generation.collect()
+        await unless_disconnected(request, generation.collect())
     except GenerationFailed as exc:
         return exc.error.response()
     finally:

@@ -53,6 +53,7 @@ class SamplingFields(_Lenient):
     frequency_penalty: float = Field(default=0.0, ge=-2.0, le=2.0)
     stop: str | list[str] | None = None
     seed: int | None = None
+    ignore_eos: bool = False  # extension (as in vLLM): generate exactly max_tokens
     n: int = Field(default=1, ge=1, le=16)
     stream: bool = False
     stream_options: StreamOptions | None = None
@@ -92,6 +93,7 @@ class SamplingFields(_Lenient):
             "frequency_penalty": self.frequency_penalty,
             "stop": self.stop or [],
             "seed": self.seed,
+            "ignore_eos": self.ignore_eos,
         }
 
 

@@ -10,6 +10,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from inferd.api import sse
+from inferd.api.disconnect import unless_disconnected
 from inferd.api.gateway import Gateway
 from inferd.api.generation import OPENAI_FINISH, Generation, GenerationFailed, start_generation
 from inferd.api.openai.protocol import ChatCompletionRequest
@@ -52,7 +53,7 @@ async def create_chat_completion(gateway: Gateway, request: Request) -> Response
             headers=sse.HEADERS,
         )
     try:
-        items = await generation.collect()
+        items = await unless_disconnected(request, generation.collect())
     except GenerationFailed as exc:
         return exc.error.response()
     finally:

@@ -10,6 +10,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from inferd.api import sse
+from inferd.api.disconnect import unless_disconnected
 from inferd.api.gateway import Gateway
 from inferd.api.generation import OPENAI_FINISH, Generation, GenerationFailed, start_generation
 from inferd.api.openai.protocol import CompletionRequest
@@ -37,7 +38,7 @@ async def create_completion(gateway: Gateway, request: Request) -> Response:
             headers=sse.HEADERS,
         )
     try:
-        await generation.collect()
+        await unless_disconnected(request, generation.collect())
     except GenerationFailed as exc:
         return exc.error.response()
     finally:

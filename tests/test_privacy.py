@@ -1,0 +1,97 @@
+"""No prompt, output or embedding reaches disk, the database or a log line."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+from openai import OpenAI
+
+from tests.conftest import CHAT_MODEL, EMBED_MODEL, Server
+
+CANARY = "zebracanary7Q4x"
+
+
+def files_under(root: Path, since: float | None = None):
+    for dirpath, _dirs, names in os.walk(root):
+        for name in names:
+            path = Path(dirpath) / name
+            try:
+                if path.is_symlink() or not path.is_file():
+                    continue
+                if since is not None and path.stat().st_mtime < since:
+                    continue
+                if path.stat().st_size > 200 * 1024 * 1024:
+                    continue
+                yield path
+            except OSError:
+                continue
+
+
+def test_canary_goes_nowhere(server: Server, client: OpenAI, http: httpx.Client) -> None:
+    started = time.time() - 1
+    say = f"Please repeat the word {CANARY} exactly: {CANARY}"
+    chat = client.chat.completions.create(
+        model=CHAT_MODEL,
+        messages=[{"role": "system", "content": CANARY}, {"role": "user", "content": say}],
+        max_tokens=24,
+        stop=["."],
+    )
+    outputs = [chat.choices[0].message.content]
+    for chunk in client.chat.completions.create(
+        model=CHAT_MODEL, messages=[{"role": "user", "content": say}], max_tokens=24, stream=True
+    ):
+        if chunk.choices:
+            outputs.append(chunk.choices[0].delta.content or "")
+    outputs.append(
+        client.completions.create(model=CHAT_MODEL, prompt=say, max_tokens=24, stop=[CANARY[:5]])
+        .choices[0]
+        .text
+    )
+    for _ in client.completions.create(model=CHAT_MODEL, prompt=say, max_tokens=8, stream=True):
+        pass
+    client.embeddings.create(model=EMBED_MODEL, input=[CANARY, say])
+    native = http.post(f"/v1/inference/{CHAT_MODEL}", json={"input": say, "stop": [CANARY]})
+    outputs.append(native.json()["results"][0]["generated_text"])
+    with http.stream(
+        "POST",
+        f"/v1/inference/{CHAT_MODEL}",
+        json={"input": say, "stream": True, "max_new_tokens": 16},
+    ) as r:
+        for line in r.iter_lines():
+            if line:
+                outputs.append(json.loads(line[6:])["token"]["text"])
+    http.post(f"/v1/inference/{EMBED_MODEL}", json={"inputs": [CANARY]})
+    # Error paths too: a refused request must not log its content either.
+    http.post(
+        "/v1/openai/chat/completions",
+        json={"model": CHAT_MODEL, "messages": [{"role": "wizard", "content": CANARY}]},
+    )
+    http.post(
+        "/v1/openai/chat/completions",
+        json={
+            "model": CHAT_MODEL,
+            "max_tokens": 4000,
+            "messages": [{"role": "user", "content": (CANARY + " ") * 600}],
+        },
+    )
+    http.post(f"/v1/inference/{CHAT_MODEL}", content=f'{{"input": "{CANARY}'.encode())
+
+    time.sleep(0.5)
+    # Outputs echo the canary sometimes; the model's own words are protected the same way.
+    needles = {CANARY.encode()} | {o.encode() for o in outputs if len(o) >= 12}
+    places = [server.home, server.tmp, server.log_path.parent]
+    hits = []
+    for root in places:
+        for path in files_under(root):
+            data = path.read_bytes()
+            hits += [str(path) for n in needles if n in data]
+    for path in files_under(Path(tempfile.gettempdir()), since=started):
+        data = path.read_bytes()
+        hits += [str(path) for n in needles if n in data]
+    assert not hits, f"content found on disk: {sorted(set(hits))}"
+    assert "request" in server.log_text()  # the logs exist and carry metadata
