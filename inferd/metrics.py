@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 REGISTRY = CollectorRegistry()
@@ -49,3 +51,14 @@ RATE_LIMITED = Counter(
     ["model"],
     registry=REGISTRY,
 )
+
+
+# `.labels()` costs a lock and a tuple build per call: cache the children on the hot path.
+@lru_cache(maxsize=4096)
+def request_counter(route: str, model: str, status: str):
+    return REQUESTS.labels(route, model, status)
+
+
+@lru_cache(maxsize=256)
+def latency_histogram(route: str):
+    return LATENCY.labels(route)

@@ -34,8 +34,8 @@ class AccessLogMiddleware:
             route = state.get("route", "other")
             model = state.get("model", "")
             status = status_holder[0]
-            metrics.REQUESTS.labels(route, model, str(status)).inc()
-            metrics.LATENCY.labels(route).observe(duration)
+            metrics.request_counter(route, model, str(status)).inc()
+            metrics.latency_histogram(route).observe(duration)
             if scope["path"] in SKIP_LOG:
                 return
             log.info(

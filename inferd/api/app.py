@@ -5,18 +5,18 @@ from __future__ import annotations
 import logging
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
-from fastapi.exceptions import RequestValidationError
+from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 
 from inferd.api.access import AccessLogMiddleware
 from inferd.api.errors import APIError
 from inferd.api.gateway import Gateway
-from inferd.api.native.api_router import router as native_router
-from inferd.api.openai.api_router import router as openai_router
-from inferd.api.ops.api_router import router as ops_router
+from inferd.api.native.api_router import routes as native_routes
+from inferd.api.openai.api_router import routes as openai_routes
+from inferd.api.ops.api_router import routes as ops_routes
 from inferd.auth import Authenticator, AuthError
 from inferd.auth.keys import load_or_create_secret
 from inferd.catalog import Catalog
@@ -32,12 +32,12 @@ log = logging.getLogger("inferd.app")
 
 def create_app(
     settings: Settings, catalog: Catalog | None = None, backend: ReplicaBackend | None = None
-) -> FastAPI:
+) -> Starlette:
     catalog = catalog or Catalog.load(settings.catalog)
     backend = backend or LocalBackend(settings.worker_restart_backoff_s)
 
     @asynccontextmanager
-    async def lifespan(app: FastAPI):
+    async def lifespan(app: Starlette):
         settings.home.mkdir(parents=True, exist_ok=True)
         db = Database(settings.sqlalchemy_url)
         db.create_schema()
@@ -61,34 +61,30 @@ def create_app(
             await runtime.stop()
             db.close()
 
-    app = FastAPI(title="inferd", lifespan=lifespan, docs_url=None, redoc_url=None)
-    app.include_router(openai_router)
-    app.include_router(native_router)
-    app.include_router(ops_router)
-    app.add_middleware(AccessLogMiddleware)
-
-    @app.exception_handler(APIError)
-    async def _api_error(_: Request, exc: APIError) -> Response:
+    async def api_error(_: Request, exc: Exception) -> Response:
+        assert isinstance(exc, APIError)
         return exc.response()
 
-    @app.exception_handler(AuthError)
-    async def _auth_error(_: Request, exc: AuthError) -> Response:
-        return APIError(exc.status, str(exc), code="invalid_api_key").response()
+    async def auth_error(_: Request, exc: Exception) -> Response:
+        return APIError(getattr(exc, "status", 401), str(exc), code="invalid_api_key").response()
 
-    @app.exception_handler(RequestValidationError)
-    async def _validation(_: Request, exc: RequestValidationError) -> Response:
-        first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
-        loc = ".".join(str(p) for p in first.get("loc", ()))
-        return APIError(400, f"Invalid request: `{loc}`: {first.get('msg')}.").response()
-
-    @app.exception_handler(HTTPException)
-    async def _http(_: Request, exc: HTTPException) -> Response:
+    async def http_error(_: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
         messages = {404: "No such endpoint.", 405: "Method not allowed on this endpoint."}
         return APIError(exc.status_code, messages.get(exc.status_code, str(exc.detail))).response()
 
-    @app.exception_handler(Exception)
-    async def _unexpected(request: Request, exc: Exception) -> Response:
+    async def unexpected(request: Request, exc: Exception) -> Response:
         log.error("unhandled error", extra={"path": request.url.path, "error": type(exc).__name__})
         return APIError(500, "Internal error.", code="internal_error").response()
 
-    return app
+    return Starlette(
+        routes=[*openai_routes, *native_routes, *ops_routes],
+        middleware=[Middleware(AccessLogMiddleware)],
+        lifespan=lifespan,
+        exception_handlers={
+            APIError: api_error,
+            AuthError: auth_error,
+            HTTPException: http_error,
+            Exception: unexpected,
+        },
+    )

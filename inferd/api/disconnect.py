@@ -16,6 +16,8 @@ from inferd.api.errors import APIError
 
 T = TypeVar("T")
 
+WATCH_AFTER_S = 0.05
+
 
 async def _wait_disconnect(request: Request) -> None:
     while True:
@@ -25,14 +27,35 @@ async def _wait_disconnect(request: Request) -> None:
 
 
 async def unless_disconnected(request: Request, work: Awaitable[T]) -> T:
-    task = asyncio.ensure_future(work)
-    watcher = asyncio.ensure_future(_wait_disconnect(request))
+    """Await `work` in this task; a watcher cancels it if the client disconnects first.
+
+    The watcher starts only if the work outlives WATCH_AFTER_S: most requests finish sooner
+    and never pay for a second task.
+    """
+    this = asyncio.current_task()
+    assert this is not None
+    gone = False
+    watcher: asyncio.Task[None] | None = None
+
+    async def watch() -> None:
+        nonlocal gone
+        await _wait_disconnect(request)
+        gone = True
+        this.cancel()
+
+    def start_watching() -> None:
+        nonlocal watcher
+        watcher = asyncio.ensure_future(watch())
+
+    timer = asyncio.get_running_loop().call_later(WATCH_AFTER_S, start_watching)
     try:
-        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        return await work
+    except asyncio.CancelledError:
+        if gone:
+            # 499: nginx's "client closed request"; nobody reads it, the access log does.
+            raise APIError(499, "The client closed the connection.", code="client_closed") from None
+        raise
     finally:
-        watcher.cancel()
-    if not task.done():
-        task.cancel()
-        # 499: nginx's "client closed request"; nobody reads it, the access log does.
-        raise APIError(499, "The client closed the connection.", code="client_closed")
-    return task.result()
+        timer.cancel()
+        if watcher is not None:
+            watcher.cancel()

@@ -7,6 +7,7 @@ worker crash) calls `release()`, which is idempotent.
 
 from __future__ import annotations
 
+import itertools
 import secrets
 import time
 from dataclasses import dataclass, field
@@ -27,8 +28,13 @@ from inferd.runtime import Call, ModelUnavailable, Runtime
 M = TypeVar("M", bound=BaseModel)
 
 
+_ID_PREFIX = secrets.token_urlsafe(9)
+_ID_COUNTER = itertools.count(1)
+
+
 def new_request_id() -> str:
-    return secrets.token_urlsafe(18)
+    """Unique and opaque (a random per-process prefix and a counter); not a secret."""
+    return f"{_ID_PREFIX}{next(_ID_COUNTER):09x}"
 
 
 @dataclass

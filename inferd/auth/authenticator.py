@@ -34,21 +34,29 @@ class Authenticator:
         self.secret = secret
         self.cache_ttl_s = cache_ttl_s
         self._cache: dict[str, tuple[float, Principal]] = {}
+        self._inflight: dict[str, asyncio.Future[Principal | None]] = {}
 
     async def authenticate(self, authorization: str | None) -> Principal:
         token = parse_bearer(authorization)
-        digest = key_hash(self.secret, token)
         now = time.monotonic()
-        hit = self._cache.get(digest)
+        # Keyed by the credential itself (process memory only) so a hit costs no HMAC.
+        hit = self._cache.get(token)
         if hit is not None and hit[0] > now:
             return hit[1]
-        principal = await asyncio.to_thread(self._lookup, digest)
+        digest = key_hash(self.secret, token)
+        # Single flight: concurrent requests with the same key share one database read.
+        lookup = self._inflight.get(digest)
+        if lookup is None:
+            lookup = asyncio.ensure_future(asyncio.to_thread(self._lookup, digest))
+            self._inflight[digest] = lookup
+            lookup.add_done_callback(lambda _: self._inflight.pop(digest, None))
+        principal = await asyncio.shield(lookup)
         if principal is None:
-            self._cache.pop(digest, None)
+            self._cache.pop(token, None)
             raise AuthError("Invalid API key.")
         if len(self._cache) > 10_000:
             self._cache.clear()
-        self._cache[digest] = (now + self.cache_ttl_s, principal)
+        self._cache[token] = (now + self.cache_ttl_s, principal)
         return principal
 
     def _lookup(self, digest: str) -> Principal | None:

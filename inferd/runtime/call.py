@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -21,20 +22,38 @@ class ModelUnavailable(Exception):
 
 
 class Call:
-    __slots__ = ("_cancel", "_queue", "finished", "id")
+    """Events arrive through `deliver` (on the event loop) and are consumed by one reader.
+
+    A deque plus one waiter future: lighter than asyncio.Queue on the per-request hot path.
+    """
+
+    __slots__ = ("_cancel", "_events", "_waiter", "finished", "id")
 
     def __init__(self, call_id: str, cancel: Callable[[Call], None]) -> None:
         self.id = call_id
-        self._queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self._events: deque[dict[str, Any]] = deque()
+        self._waiter: asyncio.Future[None] | None = None
         self._cancel = cancel
         self.finished = False
 
     def deliver(self, event: dict[str, Any]) -> None:
-        self._queue.put_nowait(event)
+        self._events.append(event)
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def _next(self) -> dict[str, Any]:
+        while not self._events:
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        return self._events.popleft()
 
     async def __aiter__(self) -> AsyncIterator[dict[str, Any]]:
         while True:
-            event = await self._queue.get()
+            event = await self._next()
             if event["ev"] in TERMINAL:
                 self.finished = True
                 yield event
@@ -43,10 +62,11 @@ class Call:
 
     async def result(self) -> dict[str, Any]:
         """Wait for the terminal event of a unary call."""
-        async for event in self:
+        while True:
+            event = await self._next()
             if event["ev"] in TERMINAL:
+                self.finished = True
                 return event
-        raise AssertionError("unreachable")
 
     def close(self) -> None:
         """Tell the worker to stop if the request has not finished (client went away)."""

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import os
 import socket
 import sys
-import uuid
 from typing import Any
 
 from inferd import metrics
@@ -42,6 +42,9 @@ class LocalReplica(Replica):
         self.process: asyncio.subprocess.Process | None = None
         self._writer: asyncio.StreamWriter | None = None
         self._pending: dict[str, Call] = {}
+        self._ids = itertools.count(1)
+        self._outbox: list[bytes] = []
+        self._queue_depth = metrics.IN_FLIGHT.labels(spec.name)
         self._ready = asyncio.Event()
         self._stopping = False
         self._supervisor: asyncio.Task[None] | None = None
@@ -66,18 +69,27 @@ class LocalReplica(Replica):
         await self._ready.wait()
 
     def submit(self, payload: dict[str, Any]) -> Call:
-        call = Call(uuid.uuid4().hex, self._cancel)
+        call = Call(f"{next(self._ids):x}", self._cancel)
         self._pending[call.id] = call
-        assert self._writer is not None
-        self._writer.write(encode({"op": "submit", "id": call.id, "payload": payload}))
-        metrics.IN_FLIGHT.labels(self.spec.name).inc()
+        self._send(encode({"op": "submit", "id": call.id, "payload": payload}))
+        self._queue_depth.inc()
         return call
+
+    def _send(self, frame: bytes) -> None:
+        # Frames queued in one event-loop turn leave in one write (one syscall under load).
+        if not self._outbox:
+            asyncio.get_running_loop().call_soon(self._flush)
+        self._outbox.append(frame)
+
+    def _flush(self) -> None:
+        frames, self._outbox = self._outbox, []
+        if self._writer is not None and not self._writer.is_closing():
+            self._writer.write(b"".join(frames))
 
     def _cancel(self, call: Call) -> None:
         if self._pending.pop(call.id, None) is not None:
-            metrics.IN_FLIGHT.labels(self.spec.name).dec()
-            if self._writer is not None and not self._writer.is_closing():
-                self._writer.write(encode({"op": "cancel", "id": call.id}))
+            self._queue_depth.dec()
+            self._send(encode({"op": "cancel", "id": call.id}))
 
     async def stop(self) -> None:
         self._stopping = True
@@ -162,7 +174,7 @@ class LocalReplica(Replica):
                 continue  # cancelled meanwhile
             if event["ev"] in ("done", "result", "error"):
                 del pending[call_id]
-                metrics.IN_FLIGHT.labels(self.spec.name).dec()
+                self._queue_depth.dec()
             call.deliver(event)
 
     def _control(self, event: dict[str, Any]) -> None:
@@ -180,7 +192,7 @@ class LocalReplica(Replica):
     def _fail_pending(self) -> None:
         pending, self._pending = self._pending, {}
         for call in pending.values():
-            metrics.IN_FLIGHT.labels(self.spec.name).dec()
+            self._queue_depth.dec()
             call.deliver(dict(WORKER_LOST))
 
 

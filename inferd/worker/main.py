@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import queue
 import socket
 import sys
 import threading
@@ -20,14 +21,42 @@ from inferd.worker.protocol import HEADER, MAX_FRAME, decode, encode
 
 
 class Channel:
+    """Reads requests on the caller's thread; a writer thread sends events, coalescing every
+    frame queued since its last write into one sendall, so engine threads never block on I/O."""
+
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
-        self._lock = threading.Lock()
+        self._out: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
+        self._writer = threading.Thread(target=self._write_loop, name="channel-writer", daemon=True)
+        self._writer.start()
 
     def send(self, message: dict[str, Any]) -> None:
-        frame = encode(message)
-        with self._lock:
-            self.sock.sendall(frame)
+        self._out.put(encode(message))
+
+    def _write_loop(self) -> None:
+        while True:
+            frame = self._out.get()
+            if frame is None:
+                return
+            frames = [frame]
+            while True:
+                try:
+                    more = self._out.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    self._out.put(None)
+                    break
+                frames.append(more)
+            try:
+                self.sock.sendall(b"".join(frames))
+            except OSError:
+                os._exit(0)  # the gateway is gone; nobody is left to answer
+
+    def close(self) -> None:
+        """Send what is queued, then stop the writer."""
+        self._out.put(None)
+        self._writer.join(timeout=5)
 
     def recv(self) -> dict[str, Any] | None:
         header = self._read_exact(HEADER.size)
@@ -54,15 +83,13 @@ def serve(fd: int, spec: ModelSpec) -> None:
 
     def emit(request_id: str, event: dict[str, Any]) -> None:
         event["id"] = request_id
-        try:
-            channel.send(event)
-        except OSError:
-            os._exit(0)  # the gateway is gone; nobody is left to answer
+        channel.send(event)
 
     try:
         engine = build_engine(spec, emit)
     except Exception as exc:
         channel.send({"ev": "fatal", "message": f"{type(exc).__name__}: {exc}"})
+        channel.close()
         raise
     channel.send({"ev": "ready", "info": engine.info(), "pid": os.getpid()})
     while True:
@@ -75,6 +102,7 @@ def serve(fd: int, spec: ModelSpec) -> None:
         elif op == "cancel":
             engine.cancel(message["id"])
     engine.close()
+    channel.close()
 
 
 def main() -> None:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from starlette.requests import Request
 from starlette.responses import Response
+from starlette.routing import Route
 
 from inferd.api.errors import APIError
 from inferd.api.model_cards import openai_model
@@ -13,25 +14,21 @@ from inferd.api.openai.serving_embeddings import create_embeddings
 from inferd.api.responses import JSONResponse
 from inferd.catalog import ModelNotFound
 
-router = APIRouter(prefix="/v1/openai")
+PREFIX = "/v1/openai"
 
 
-@router.post("/chat/completions")
 async def chat_completions(request: Request) -> Response:
     return await create_chat_completion(request.app.state.gateway, request)
 
 
-@router.post("/completions")
 async def completions(request: Request) -> Response:
     return await create_completion(request.app.state.gateway, request)
 
 
-@router.post("/embeddings")
 async def embeddings(request: Request) -> Response:
     return await create_embeddings(request.app.state.gateway, request)
 
 
-@router.get("/models")
 async def list_models(request: Request) -> Response:
     gateway = request.app.state.gateway
     await gateway.auth.authenticate(request.headers.get("authorization"))
@@ -40,11 +37,20 @@ async def list_models(request: Request) -> Response:
     )
 
 
-@router.get("/models/{model:path}")
-async def get_model(model: str, request: Request) -> Response:
+async def get_model(request: Request) -> Response:
     gateway = request.app.state.gateway
     await gateway.auth.authenticate(request.headers.get("authorization"))
+    model = request.path_params["model"]
     try:
         return JSONResponse(openai_model(gateway, gateway.catalog.resolve(model)))
     except ModelNotFound as exc:
         raise APIError(404, str(exc), code="model_not_found", param="model") from None
+
+
+routes = [
+    Route(f"{PREFIX}/chat/completions", chat_completions, methods=["POST"]),
+    Route(f"{PREFIX}/completions", completions, methods=["POST"]),
+    Route(f"{PREFIX}/embeddings", embeddings, methods=["POST"]),
+    Route(f"{PREFIX}/models", list_models, methods=["GET"]),
+    Route(f"{PREFIX}/models/{{model:path}}", get_model, methods=["GET"]),
+]

@@ -2,22 +2,19 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.requests import Request
 from starlette.responses import Response
+from starlette.routing import Route
 
 from inferd.api.responses import JSONResponse
 from inferd.metrics import REGISTRY
 
-router = APIRouter()
 
-
-@router.get("/healthz")
-async def healthz() -> Response:
+async def healthz(_: Request) -> Response:
     return JSONResponse({"status": "ok"})
 
 
-@router.get("/readyz")
 async def readyz(request: Request) -> Response:
     gateway = request.app.state.gateway
     models = {name: d.ready for name, d in gateway.runtime.deployments.items()}
@@ -32,6 +29,12 @@ async def readyz(request: Request) -> Response:
     )
 
 
-@router.get("/metrics")
-async def metrics() -> Response:
+async def metrics(_: Request) -> Response:
     return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
+
+
+routes = [
+    Route("/healthz", healthz, methods=["GET"]),
+    Route("/readyz", readyz, methods=["GET"]),
+    Route("/metrics", metrics, methods=["GET"]),
+]
