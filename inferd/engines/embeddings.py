@@ -28,6 +28,7 @@ class EmbeddingsEngine(Engine):
         self.model.max_seq_length = min(self.model.max_seq_length or context_length, context_length)
         self.max_batch = int(options.get("max_batch", 64))
         self.batch_wait = float(options.get("batch_wait_ms", 2)) / 1000.0
+        self.batch_max_wait = float(options.get("batch_max_wait_ms", 10)) / 1000.0
         self.max_inputs = int(options.get("max_inputs", 2048))
         self._queue: queue.SimpleQueue[tuple[str, list[str], bool] | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._loop, name="embed-batcher", daemon=True)
@@ -54,20 +55,21 @@ class EmbeddingsEngine(Engine):
         self._thread.join(timeout=5)
 
     def _take_batch(self) -> list[tuple[str, list[str], bool]] | None:
+        """Block for one request, then keep taking requests while they keep arriving (gaps
+        under `batch_wait`), up to `max_batch` texts or `batch_max_wait` in all: a burst of
+        concurrent clients lands in one batch, a lone request waits only one gap."""
         first = self._queue.get()
         if first is None:
             return None
         batch = [first]
         size = len(first[1])
-        deadline = time.monotonic() + self.batch_wait
+        hard_deadline = time.monotonic() + self.batch_max_wait
         while size < self.max_batch:
-            remaining = deadline - time.monotonic()
+            wait = min(self.batch_wait, hard_deadline - time.monotonic())
+            if wait <= 0:
+                break
             try:
-                item = (
-                    self._queue.get(timeout=max(remaining, 0))
-                    if remaining > 0
-                    else (self._queue.get_nowait())
-                )
+                item = self._queue.get(timeout=wait)
             except queue.Empty:
                 break
             if item is None:
@@ -84,10 +86,7 @@ class EmbeddingsEngine(Engine):
                 return
             texts = [t for _, ts, _ in batch for t in ts]
             try:
-                vectors = self.model.encode(
-                    texts, batch_size=self.max_batch, convert_to_numpy=True, show_progress_bar=False
-                )
-                lengths = self._token_counts(texts)
+                vectors, lengths = self._encode(texts)
             except Exception as exc:
                 for request_id, _, _ in batch:
                     self.fail(request_id, exc)
@@ -102,8 +101,15 @@ class EmbeddingsEngine(Engine):
                 start += len(ts)
                 self.emit(request_id, {"ev": "result", "embeddings": rows, "tokens": tokens})
 
-    def _token_counts(self, texts: list[str]) -> list[int]:
-        encoded = self.model.tokenizer(
-            texts, truncation=True, max_length=self.model.max_seq_length, add_special_tokens=True
-        )
-        return [len(ids) for ids in encoded["input_ids"]]
+    def _encode(self, texts: list[str]) -> tuple[np.ndarray, list[int]]:
+        """One tokenization gives both the vectors and the token counts billed."""
+        import torch
+
+        vectors, lengths = [], []
+        for start in range(0, len(texts), self.max_batch):
+            features = self.model.tokenize(texts[start : start + self.max_batch])
+            lengths += features["attention_mask"].sum(dim=1).tolist()
+            with torch.inference_mode():
+                out = self.model(features)["sentence_embedding"]
+            vectors.append(out.float().numpy())
+        return np.concatenate(vectors), lengths
