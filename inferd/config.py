@@ -32,6 +32,10 @@ class Settings(BaseModel):
     master_key: str | None = Field(
         default=None, description="Server secret for key hashing; generated under `home` if unset."
     )
+    model_cache: Path = Field(
+        default=Path.home() / ".cache" / "inferd" / "models",
+        description="Where converted model weights (GGUF → transformers) are kept.",
+    )
     log_level: str = "INFO"
     max_output_tokens: int = 16384
     default_native_max_new_tokens: int = 512

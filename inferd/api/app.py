@@ -34,7 +34,9 @@ def create_app(
     settings: Settings, catalog: Catalog | None = None, backend: ReplicaBackend | None = None
 ) -> Starlette:
     catalog = catalog or Catalog.load(settings.catalog)
-    backend = backend or LocalBackend(settings.worker_restart_backoff_s)
+    backend = backend or LocalBackend(
+        settings.worker_restart_backoff_s, {"INFERD_MODEL_CACHE": str(settings.model_cache)}
+    )
 
     @asynccontextmanager
     async def lifespan(app: Starlette):

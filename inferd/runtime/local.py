@@ -34,8 +34,11 @@ WORKER_ENV = {
 
 
 class LocalReplica(Replica):
-    def __init__(self, spec: ModelSpec, index: int, restart_backoff_s: float) -> None:
+    def __init__(
+        self, spec: ModelSpec, index: int, restart_backoff_s: float, env: dict[str, str]
+    ) -> None:
         self.spec = spec
+        self.env = env
         self.index = index
         self.info: dict[str, Any] = {}
         self.restart_backoff_s = restart_backoff_s
@@ -129,7 +132,7 @@ class LocalReplica(Replica):
 
     async def _run_once(self) -> None:
         parent, child = socket.socketpair()
-        env = {**os.environ, **WORKER_ENV}
+        env = {**os.environ, **WORKER_ENV, **self.env}
         try:
             self.process = await asyncio.create_subprocess_exec(
                 sys.executable,
@@ -197,8 +200,9 @@ class LocalReplica(Replica):
 
 
 class LocalBackend(ReplicaBackend):
-    def __init__(self, restart_backoff_s: float = 0.5) -> None:
+    def __init__(self, restart_backoff_s: float = 0.5, env: dict[str, str] | None = None) -> None:
         self.restart_backoff_s = restart_backoff_s
+        self.env = env or {}
 
     def create_replica(self, spec: ModelSpec, index: int) -> Replica:
-        return LocalReplica(spec, index, self.restart_backoff_s)
+        return LocalReplica(spec, index, self.restart_backoff_s, self.env)

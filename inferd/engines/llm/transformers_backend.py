@@ -1,0 +1,127 @@
+"""transformers backend: any Hugging Face causal LM folder (or a GGUF, converted once).
+
+The reference backend: exact model code from transformers, float32 on CPU. Each slot keeps
+its own DynamicCache; a step runs one forward per scheduled sequence (iteration-level
+scheduling shares the scheduler, stop handling and sampling with llama.cpp, but not the
+forward pass itself: fusing ragged KV caches is left to the llama.cpp backend).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from inferd.engines.llm.backend import ForwardEntry, LLMBackend
+
+_BYTE_TOKEN = re.compile(r"^<0x([0-9A-Fa-f]{2})>$")
+
+
+def _bytes_to_unicode() -> dict[str, int]:
+    """GPT-2's byte-level alphabet: printable stand-ins for the 256 byte values."""
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1))
+    bs += list(range(ord("®"), ord("ÿ") + 1))
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return {chr(c): b for b, c in zip(bs, cs, strict=True)}
+
+
+class TransformersBackend(LLMBackend):
+    def __init__(self, model_path: Path, context_length: int, options: dict[str, Any]) -> None:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        torch.set_num_threads(int(options.get("n_threads", 1)))
+        self._torch = torch
+        if model_path.is_file() and model_path.suffix == ".gguf":
+            from inferd.engines.llm.gguf_convert import converted_folder
+
+            model_path = converted_folder(model_path)
+        self.tokenizer = AutoTokenizer.from_pretrained(str(model_path), local_files_only=True)
+        self.model = AutoModelForCausalLM.from_pretrained(
+            str(model_path), dtype=torch.float32, local_files_only=True
+        ).eval()
+        config = self.model.config
+        self.n_vocab = int(self.model.get_output_embeddings().weight.shape[0])
+        limit = getattr(config, "max_position_embeddings", None) or context_length
+        self.context_length = min(context_length, int(limit))
+        self.max_seqs = int(options.get("max_seqs", 8))
+        self.kv_tokens = self.context_length * self.max_seqs
+        self.batch_tokens = int(options.get("batch_tokens", 256))
+        tok = self.tokenizer
+        self.chat_template = tok.chat_template
+        self.bos_token = tok.bos_token or ""
+        self.eos_token = tok.eos_token or ""
+        probe = tok("a", add_special_tokens=True)["input_ids"]
+        self.add_bos = tok.bos_token_id is not None and probe[:1] == [tok.bos_token_id]
+        eos = self.model.generation_config.eos_token_id
+        eos_ids = eos if isinstance(eos, list) else [eos]
+        self._eog = {i for i in [*eos_ids, tok.eos_token_id] if i is not None}
+        self._special = set(tok.all_special_ids)
+        self._pieces = self._token_pieces()
+        self._caches: dict[int, Any] = {}
+
+    def _token_pieces(self) -> list[bytes]:
+        tok = self.tokenizer
+        tokens = tok.convert_ids_to_tokens(list(range(self.n_vocab)))
+        decoder = getattr(tok.backend_tokenizer, "decoder", None) if tok.is_fast else None
+        byte_level = decoder is not None and "ByteLevel" in type(decoder).__name__
+        alphabet = _bytes_to_unicode() if byte_level else {}
+        pieces = []
+        for token_id, token in enumerate(tokens):
+            if token is None or token_id in self._special:
+                pieces.append(b"")
+            elif byte_level:
+                pieces.append(bytes(alphabet.get(ch, 0) for ch in token))
+            elif match := _BYTE_TOKEN.match(token):
+                pieces.append(bytes([int(match.group(1), 16)]))
+            else:
+                pieces.append(token.replace("\u2581", " ").encode("utf-8"))
+        return pieces
+
+    def tokenize(self, text: str, add_special: bool) -> list[int]:
+        return self.tokenizer(text, add_special_tokens=add_special)["input_ids"]
+
+    def token_bytes(self, token_id: int) -> bytes:
+        return self._pieces[token_id]
+
+    def is_eog(self, token_id: int) -> bool:
+        return token_id in self._eog
+
+    def is_special(self, token_id: int) -> bool:
+        return token_id in self._special
+
+    def forward(self, entries: list[ForwardEntry]) -> np.ndarray:
+        from transformers import DynamicCache
+
+        torch = self._torch
+        rows = []
+        for entry in entries:
+            cache = self._caches.get(entry.slot)
+            if cache is None:
+                cache = self._caches[entry.slot] = DynamicCache()
+            ids = torch.tensor([entry.tokens], dtype=torch.long)
+            positions = torch.arange(entry.pos, entry.pos + len(entry.tokens))[None, :]
+            with torch.inference_mode():
+                out = self.model(
+                    input_ids=ids,
+                    past_key_values=cache,
+                    position_ids=positions,
+                    use_cache=True,
+                    logits_to_keep=1,
+                )
+            if entry.want_logits:
+                rows.append(out.logits[0, -1].float().numpy())
+        if not rows:
+            return np.empty((0, self.n_vocab), dtype=np.float32)
+        return np.stack(rows)
+
+    def release(self, slot: int) -> None:
+        self._caches.pop(slot, None)
