@@ -10,13 +10,13 @@ from inferd.config import Settings, load_settings
 
 def _services(settings: Settings):
     from inferd.auth.accounts import AccountService
-    from inferd.auth.keys import load_or_create_secret
+    from inferd.auth.keys import KeyVault, load_or_create_secret
     from inferd.store.db import Database
 
     settings.home.mkdir(parents=True, exist_ok=True)
     db = Database(settings.sqlalchemy_url)
-    db.create_schema()
-    return AccountService(db, load_or_create_secret(settings.home, settings.master_key))
+    db.migrate()
+    return AccountService(db, KeyVault(load_or_create_secret(settings.home, settings.master_key)))
 
 
 def serve(args: argparse.Namespace) -> None:
@@ -55,10 +55,69 @@ def keys_create(args: argparse.Namespace) -> None:
     print(created.key)
 
 
+def keys_list(args: argparse.Namespace) -> None:
+    service = _services(load_settings())
+    account = service.get_account(args.account)
+    if account is None:
+        sys.exit(f"inferd: no account named {args.account!r}")
+    for key in service.list_keys(account.id):
+        print(f"{key.name}\t{key.prefix}...\t{key.created_at.isoformat()}")
+
+
+def keys_revoke(args: argparse.Namespace) -> None:
+    settings = load_settings()
+    service = _services(settings)
+    account = service.get_account(args.account)
+    if account is None or not service.delete_key(account.id, args.name):
+        sys.exit(f"inferd: no key {args.name!r} in account {args.account!r}")
+    if settings.redis_url:
+        import orjson
+        import redis
+
+        with redis.Redis.from_url(settings.redis_url) as client:
+            client.publish(
+                f"{settings.redis_prefix}:revocations", orjson.dumps([account.id, args.name])
+            )
+    print(f"revoked {args.name}")
+
+
 def accounts_create(args: argparse.Namespace) -> None:
     service = _services(load_settings())
-    account = service.create_account(args.name, is_admin=args.admin)
-    print(account.id)
+    account = service.create_account(
+        args.name,
+        is_admin=args.admin,
+        concurrency_limit=args.concurrency_limit,
+        spending_limit=args.spending_limit,
+    )
+    created = service.create_key(account.id, "default")
+    print(f"{account.id}\t{created.key}")
+
+
+def accounts_list(args: argparse.Namespace) -> None:
+    for account in _services(load_settings()).list_accounts():
+        print(
+            f"{account.id}\t{account.name}\tadmin={account.is_admin}\t"
+            f"concurrency={account.concurrency_limit}\tspending={account.spending_limit}"
+        )
+
+
+def usage(args: argparse.Namespace) -> None:
+    from inferd.billing.ledger import UsageLedger, parse_when
+
+    settings = load_settings()
+    service = _services(settings)
+    account = service.get_account(args.account)
+    if account is None:
+        sys.exit(f"inferd: no account named {args.account!r}")
+    rows = UsageLedger(service.db).summary(
+        account.id, parse_when(args.since), parse_when(args.until, end=True), args.model, None
+    )
+    print("date\tmodel\trequests\tprompt_tokens\tcompletion_tokens\tcost")
+    for r in rows:
+        print(
+            f"{r['date']}\t{r['model']}\t{r['requests']}\t{r['prompt_tokens']}\t"
+            f"{r['completion_tokens']}\t{r['cost']:.6f}"
+        )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -76,13 +135,32 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--account", default="admin")
     p.set_defaults(func=keys_create)
 
+    p = keys.add_parser("list", help="list an account's keys (names only)")
+    p.add_argument("--account", default="admin")
+    p.set_defaults(func=keys_list)
+    p = keys.add_parser("revoke", help="delete a key; it stops working at once")
+    p.add_argument("--name", required=True)
+    p.add_argument("--account", default="admin")
+    p.set_defaults(func=keys_revoke)
+
     accounts = sub.add_parser("accounts", help="manage accounts").add_subparsers(
         dest="op", required=True
     )
-    p = accounts.add_parser("create", help="create an account")
+    p = accounts.add_parser("create", help="create an account and its first key")
     p.add_argument("name")
     p.add_argument("--admin", action="store_true")
+    p.add_argument("--concurrency-limit", type=int)
+    p.add_argument("--spending-limit", type=float)
     p.set_defaults(func=accounts_create)
+    p = accounts.add_parser("list", help="list accounts")
+    p.set_defaults(func=accounts_list)
+
+    p = sub.add_parser("usage", help="usage and cost by day and model")
+    p.add_argument("--account", default="admin")
+    p.add_argument("--since")
+    p.add_argument("--until")
+    p.add_argument("--model")
+    p.set_defaults(func=usage)
 
     args = parser.parse_args(argv)
     args.func(args)

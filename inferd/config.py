@@ -36,6 +36,12 @@ class Settings(BaseModel):
         default=Path.home() / ".cache" / "inferd" / "models",
         description="Where converted model weights (GGUF → transformers) are kept.",
     )
+    redis_url: str | None = Field(
+        default=None, description="Redis for limits, budgets and revocations across gateways."
+    )
+    redis_prefix: str = "inferd"
+    lease_ttl_s: float = 15.0
+    ledger_flush_interval_s: float = 0.5
     log_level: str = "INFO"
     max_output_tokens: int = 16384
     default_native_max_new_tokens: int = 512

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from contextlib import asynccontextmanager
 
+import redis.asyncio as aioredis
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -17,11 +19,16 @@ from inferd.api.gateway import Gateway
 from inferd.api.native.api_router import routes as native_routes
 from inferd.api.openai.api_router import routes as openai_routes
 from inferd.api.ops.api_router import routes as ops_routes
+from inferd.api.tenancy.api_router import routes as tenancy_routes
 from inferd.auth import Authenticator, AuthError
-from inferd.auth.keys import load_or_create_secret
+from inferd.auth.keys import KeyVault, load_or_create_secret
+from inferd.auth.revocations import Revocations
+from inferd.billing.budget import Budget, InProcessBudget, RedisBudget
+from inferd.billing.ledger import UsageLedger
 from inferd.catalog import Catalog
 from inferd.config import Settings
-from inferd.limits import ConcurrencyLimiter
+from inferd.limits import ConcurrencyLimiter, InProcessLimiter
+from inferd.limits.redis_concurrency import RedisLimiter
 from inferd.runtime import Runtime
 from inferd.runtime.backend import ReplicaBackend
 from inferd.runtime.local import LocalBackend
@@ -42,17 +49,27 @@ def create_app(
     async def lifespan(app: Starlette):
         settings.home.mkdir(parents=True, exist_ok=True)
         db = Database(settings.sqlalchemy_url)
-        db.create_schema()
-        secret = load_or_create_secret(settings.home, settings.master_key)
+        await asyncio.to_thread(db.migrate)
+        vault = KeyVault(load_or_create_secret(settings.home, settings.master_key))
+        auth = Authenticator(db, vault, settings.auth_cache_ttl_s)
+        ledger = UsageLedger(db, settings.ledger_flush_interval_s)
+        redis = aioredis.from_url(settings.redis_url) if settings.redis_url else None
+        if redis is not None:
+            limiter: ConcurrencyLimiter = RedisLimiter(
+                redis, settings.concurrency_limit, settings.redis_prefix, settings.lease_ttl_s
+            )
+            budget: Budget = RedisBudget(redis, ledger.total, settings.redis_prefix)
+        else:
+            limiter = InProcessLimiter(settings.concurrency_limit)
+            budget = InProcessBudget(ledger.total)
+        revocations = Revocations(auth, redis, settings.redis_prefix)
         runtime = Runtime(catalog, backend, settings.model_ready_timeout_s)
-        gateway = Gateway(
-            settings,
-            catalog,
-            runtime,
-            Authenticator(db, secret, settings.auth_cache_ttl_s),
-            ConcurrencyLimiter(settings.concurrency_limit),
-        )
+        gateway = Gateway(settings, catalog, runtime, auth, limiter, budget, ledger)
         app.state.gateway = gateway
+        app.state.revocations = revocations
+        await limiter.start()
+        await ledger.start()
+        await revocations.start()
         await runtime.start()
         try:
             yield
@@ -61,6 +78,11 @@ def create_app(
             # before lifespan shutdown runs; refuse anything still arriving, then stop workers.
             gateway.draining = True
             await runtime.stop()
+            await revocations.close()
+            await ledger.close()
+            await limiter.close()
+            if redis is not None:
+                await redis.aclose()
             db.close()
 
     async def api_error(_: Request, exc: Exception) -> Response:
@@ -80,7 +102,7 @@ def create_app(
         return APIError(500, "Internal error.", code="internal_error").response()
 
     return Starlette(
-        routes=[*openai_routes, *native_routes, *ops_routes],
+        routes=[*openai_routes, *native_routes, *tenancy_routes, *ops_routes],
         middleware=[Middleware(AccessLogMiddleware)],
         lifespan=lifespan,
         exception_handlers={

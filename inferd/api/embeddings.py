@@ -23,6 +23,7 @@ class EmbeddingsResult:
 async def run_embeddings(
     gateway: Gateway, admission: Admission, request: Request, texts: list[str], normalize: bool
 ) -> EmbeddingsResult:
+    status, tokens, cost = 500, 0, 0.0
     try:
         call = await gateway.submit(
             admission, {"kind": "embed", "texts": texts, "normalize": normalize}
@@ -31,14 +32,19 @@ async def run_embeddings(
             event = await unless_disconnected(request, call.result())
         finally:
             call.close()
+        if event["ev"] == "error":
+            error = from_engine_event(event)
+            status = error.status
+            raise error
+        if event["ev"] != "result":
+            raise APIError(500, "The model answered out of order.", code="protocol_error")
+        status, tokens = 200, int(event["tokens"])
+        cost = token_cost(admission.spec.price, tokens, 0)
+    except APIError as exc:
+        status = exc.status
+        raise
     finally:
-        admission.release()
-    if event["ev"] == "error":
-        raise from_engine_event(event)
-    if event["ev"] != "result":
-        raise APIError(500, "The model answered out of order.", code="protocol_error")
-    tokens = int(event["tokens"])
-    cost = token_cost(admission.spec.price, tokens, 0)
+        await admission.finish(status, tokens, 0, cost)
     metrics.TOKENS.labels(admission.spec.name, "input").inc(tokens)
     request.scope["state"].update(request_id=admission.request_id, prompt_tokens=tokens, cost=cost)
     return EmbeddingsResult(event["embeddings"], tokens, cost)

@@ -7,10 +7,12 @@ worker crash) calls `release()`, which is idempotent.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import secrets
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import orjson
@@ -20,6 +22,9 @@ from starlette.requests import Request
 from inferd import metrics
 from inferd.api.errors import APIError, from_validation
 from inferd.auth import Authenticator, AuthError, Principal
+from inferd.billing.budget import Budget, OverBudget, Reservation, Scope
+from inferd.billing.ledger import UsageLedger, UsageRecord
+from inferd.billing.pricing import max_cost
 from inferd.catalog import Catalog, ModelNotFound, ModelSpec
 from inferd.config import Settings
 from inferd.limits import ConcurrencyLimiter, RateLimited
@@ -39,17 +44,30 @@ def new_request_id() -> str:
 
 @dataclass
 class Admission:
+    """An admitted request: owns its concurrency slot and budget reservation until `finish`."""
+
+    gateway: Gateway
     principal: Principal
     spec: ModelSpec
     request_id: str
-    limiter: ConcurrencyLimiter
+    slot: str
+    reservation: Reservation | None
+    route: str
     started: float = field(default_factory=time.perf_counter)
-    released: bool = False
+    started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    finished: bool = False
 
-    def release(self) -> None:
-        if not self.released:
-            self.released = True
-            self.limiter.release(self.principal.account_id, self.spec.name)
+    async def finish(
+        self, status: int, prompt_tokens: int = 0, completion_tokens: int = 0, cost: float = 0.0
+    ) -> None:
+        """Every exit path ends here once: release the slot, settle the budget, log usage."""
+        if self.finished:
+            return
+        self.finished = True
+        # Shielded: a client disconnect cancelling the handler must not skip the release.
+        await asyncio.shield(
+            self.gateway.settle(self, status, prompt_tokens, completion_tokens, cost)
+        )
 
     @property
     def runtime_ms(self) -> int:
@@ -64,12 +82,16 @@ class Gateway:
         runtime: Runtime,
         authenticator: Authenticator,
         limiter: ConcurrencyLimiter,
+        budget: Budget,
+        ledger: UsageLedger,
     ) -> None:
         self.settings = settings
         self.catalog = catalog
         self.runtime = runtime
         self.auth = authenticator
         self.limiter = limiter
+        self.budget = budget
+        self.ledger = ledger
         self.draining = False
 
     async def read_json(self, request: Request, model_type: type[M]) -> M:
@@ -106,17 +128,37 @@ class Gateway:
                 raise APIError(413, f"The request body exceeds {limit} bytes.", code="too_large")
         return bytes(chunks)
 
-    async def admit(self, request: Request, model: str, tasks: tuple[str, ...]) -> Admission:
-        if self.draining:
-            raise APIError(503, "The server is shutting down.", code="draining")
+    async def principal(self, request: Request) -> Principal:
         try:
-            principal = await self.auth.authenticate(request.headers.get("authorization"))
+            return await self.auth.authenticate(request.headers.get("authorization"))
         except AuthError as exc:
             raise APIError(exc.status, str(exc), code="invalid_api_key") from None
+
+    async def admit(
+        self,
+        request: Request,
+        model: str,
+        tasks: tuple[str, ...],
+        *,
+        prompt_bound: int = 0,
+        max_output: int | None = None,
+    ) -> Admission:
+        """auth → catalog → limits → budget. `prompt_bound` (an upper bound on input tokens)
+        and `max_output` size the budget reservation when a spending limit applies."""
+        if self.draining:
+            raise APIError(503, "The server is shutting down.", code="draining")
+        principal = await self.principal(request)
         try:
             spec = self.catalog.resolve(model)
         except ModelNotFound as exc:
             raise APIError(404, str(exc), code="model_not_found", param="model") from None
+        if not principal.allows(spec.name):
+            raise APIError(
+                403,
+                f"This token may not use the model `{spec.name}`.",
+                code="model_not_allowed",
+                param="model",
+            )
         if spec.task not in tasks:
             raise APIError(
                 400,
@@ -124,13 +166,75 @@ class Gateway:
                 code="wrong_task",
                 param="model",
             )
+        state = request.scope.setdefault("state", {})
+        state.update(model=spec.name, account=principal.account_id)
+        reservation = None
+        scopes = self._budget_scopes(principal)
+        if scopes:
+            output = max_output or min(self.settings.max_output_tokens, spec.context_length)
+            amount = max_cost(spec.price, prompt_bound, output)
+            try:
+                reservation = await self.budget.reserve(scopes, amount)
+            except OverBudget as exc:
+                raise APIError(402, str(exc), code="spending_limit_reached") from None
         try:
-            self.limiter.acquire(principal.account_id, spec.name, principal.concurrency_limit)
+            slot = await self.limiter.acquire(
+                principal.account_id, spec.name, principal.concurrency_limit
+            )
         except RateLimited:
+            if reservation is not None:
+                await self.budget.settle(reservation, 0.0)
             metrics.RATE_LIMITED.labels(spec.name).inc()
             raise APIError(429, "Rate limited", code="rate_limited") from None
-        request.scope.setdefault("state", {}).update(model=spec.name, account=principal.account_id)
-        return Admission(principal, spec, new_request_id(), self.limiter)
+        return Admission(
+            self, principal, spec, new_request_id(), slot, reservation, state.get("route", "other")
+        )
+
+    @staticmethod
+    def _budget_scopes(principal: Principal) -> tuple[Scope, ...]:
+        scopes = []
+        if principal.spending_limit is not None:
+            scopes.append(
+                Scope(f"acct:{principal.account_id}", principal.spending_limit, "this account")
+            )
+        if principal.jwt is not None and principal.jwt.spending_limit is not None:
+            scopes.append(
+                Scope(
+                    f"jwt:{principal.jwt.jwt_id}", principal.jwt.spending_limit, "this scoped JWT"
+                )
+            )
+        return tuple(scopes)
+
+    async def settle(
+        self,
+        admission: Admission,
+        status: int,
+        prompt_tokens: int,
+        completion_tokens: int,
+        cost: float,
+    ) -> None:
+        principal = admission.principal
+        try:
+            await self.limiter.release(principal.account_id, admission.spec.name, admission.slot)
+        finally:
+            if admission.reservation is not None:
+                await self.budget.settle(admission.reservation, cost)
+            self.ledger.record(
+                UsageRecord(
+                    request_id=admission.request_id,
+                    account_id=principal.account_id,
+                    key_name=principal.key_name,
+                    jwt_id=principal.jwt.jwt_id if principal.jwt else None,
+                    model=admission.spec.name,
+                    route=admission.route,
+                    status=status,
+                    prompt_tokens=prompt_tokens,
+                    completion_tokens=completion_tokens,
+                    cost=cost,
+                    started_at=admission.started_at,
+                    duration_ms=admission.runtime_ms,
+                )
+            )
 
     async def submit(self, admission: Admission, payload: dict[str, Any]) -> Call:
         try:

@@ -50,6 +50,7 @@ class Generation:
             if kind == "tokens":
                 items = event["items"]
                 self.text_parts.extend(item[1] for item in items)
+                self.completion_tokens += len(items)  # exact count arrives with "done"
                 yield items
             elif kind == "done":
                 self.finish_reason = event["finish_reason"]
@@ -94,10 +95,13 @@ class Generation:
             finish_reason=self.finish_reason,
         )
 
-    def close(self) -> None:
-        """Every exit path: cancel the worker's work if unfinished, free the slot."""
+    async def aclose(self, status: int | None = None) -> None:
+        """Every exit path: cancel the worker's work if unfinished, then settle the admission
+        with what was generated (a client that left mid-stream pays for what it got)."""
         self.call.close()
-        self.admission.release()
+        if status is None:
+            status = 200 if self.finish_reason else 499
+        await self.admission.finish(status, self.prompt_tokens, self.completion_tokens, self.cost)
 
 
 async def start_generation(
@@ -105,22 +109,26 @@ async def start_generation(
 ) -> Generation:
     try:
         call = await gateway.submit(admission, payload)
+    except APIError as exc:
+        await admission.finish(exc.status)
+        raise
     except BaseException:
-        admission.release()
+        await admission.finish(500)
         raise
     events = aiter(call)
     try:
         first = await anext(events)
     except BaseException:
         call.close()
-        admission.release()
+        await admission.finish(499)
         raise
-    if first["ev"] == "error":
-        call.close()
-        admission.release()
-        raise from_engine_event(first)
     if first["ev"] != "start":
         call.close()
-        admission.release()
-        raise APIError(500, "The model answered out of order.", code="protocol_error")
+        error = (
+            from_engine_event(first)
+            if first["ev"] == "error"
+            else APIError(500, "The model answered out of order.", code="protocol_error")
+        )
+        await admission.finish(error.status)
+        raise error
     return Generation(call, admission, request, int(first["prompt_tokens"]), events)

@@ -1,5 +1,5 @@
 """Bearer credential → principal (account, key, restrictions)."""
 
-from inferd.auth.authenticator import Authenticator, AuthError, Principal
+from inferd.auth.authenticator import Authenticator, AuthError, JwtScope, Principal
 
-__all__ = ["AuthError", "Authenticator", "Principal"]
+__all__ = ["AuthError", "Authenticator", "JwtScope", "Principal"]

@@ -1,17 +1,33 @@
-"""Resolves `Authorization: Bearer <key>` to a principal, with a short positive cache so the
-hot path does no database read for a key seen in the last `cache_ttl_s` seconds."""
+"""Resolves `Authorization: Bearer <credential>` to a principal.
+
+A credential is an API key or a scoped JWT (`jwt:<header>.<payload>.<signature>`, HS256,
+signed with the API key named in `kid`). Verified credentials are cached for a short time so
+the hot path does no database read; a revoked key is evicted from every gateway's cache at
+once through `Revocations`.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
+import hashlib
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
+import jwt
 from sqlalchemy import select
 
-from inferd.auth.keys import key_hash
+from inferd.auth.accounts import AccountService
+from inferd.auth.keys import KeyVault
 from inferd.store.db import Database
 from inferd.store.models import Account, ApiKey
+
+JWT_PREFIX = "jwt:"
+SELF_MINTED_MAX_S = 7 * 24 * 3600  # the seed page: at most a week ahead
+SERVER_ISSUED_MAX_S = 366 * 24 * 3600
+CLOCK_SKEW_S = 60
 
 
 class AuthError(Exception):
@@ -21,20 +37,34 @@ class AuthError(Exception):
 
 
 @dataclass(frozen=True, slots=True)
+class JwtScope:
+    jwt_id: str  # hash of the token: identifies it in the ledger and the budget
+    models: tuple[str, ...] | None
+    spending_limit: float | None
+    expires_at: int
+
+
+@dataclass(frozen=True, slots=True)
 class Principal:
     account_id: str
     key_name: str
     is_admin: bool
     concurrency_limit: int | None
+    spending_limit: float | None
+    jwt: JwtScope | None = None
+
+    def allows(self, model: str) -> bool:
+        return self.jwt is None or self.jwt.models is None or model in self.jwt.models
 
 
 class Authenticator:
-    def __init__(self, db: Database, secret: bytes, cache_ttl_s: float = 2.0) -> None:
+    def __init__(self, db: Database, vault: KeyVault, cache_ttl_s: float = 2.0) -> None:
         self.db = db
-        self.secret = secret
+        self.vault = vault
+        self.accounts = AccountService(db, vault)
         self.cache_ttl_s = cache_ttl_s
         self._cache: dict[str, tuple[float, Principal]] = {}
-        self._inflight: dict[str, asyncio.Future[Principal | None]] = {}
+        self._inflight: dict[str, asyncio.Future[Principal]] = {}
 
     async def authenticate(self, authorization: str | None) -> Principal:
         token = parse_bearer(authorization)
@@ -42,35 +72,121 @@ class Authenticator:
         # Keyed by the credential itself (process memory only) so a hit costs no HMAC.
         hit = self._cache.get(token)
         if hit is not None and hit[0] > now:
+            if hit[1].jwt is not None and hit[1].jwt.expires_at <= time.time():
+                raise AuthError("The scoped JWT has expired.")
             return hit[1]
-        digest = key_hash(self.secret, token)
-        # Single flight: concurrent requests with the same key share one database read.
-        lookup = self._inflight.get(digest)
+        check: Callable[[str], Principal] = (
+            self._verify_jwt if token.startswith(JWT_PREFIX) else self._verify_key
+        )
+        # Single flight: concurrent requests with one credential share one database read.
+        lookup = self._inflight.get(token)
         if lookup is None:
-            lookup = asyncio.ensure_future(asyncio.to_thread(self._lookup, digest))
-            self._inflight[digest] = lookup
-            lookup.add_done_callback(lambda _: self._inflight.pop(digest, None))
-        principal = await asyncio.shield(lookup)
-        if principal is None:
-            self._cache.pop(token, None)
-            raise AuthError("Invalid API key.")
+            lookup = asyncio.ensure_future(asyncio.to_thread(check, token))
+            self._inflight[token] = lookup
+            lookup.add_done_callback(lambda _: self._inflight.pop(token, None))
+        principal = await asyncio.shield(lookup)  # raises AuthError for bad credentials
         if len(self._cache) > 10_000:
             self._cache.clear()
         self._cache[token] = (now + self.cache_ttl_s, principal)
         return principal
 
-    def _lookup(self, digest: str) -> Principal | None:
-        # The digest is an index lookup; equality on a keyed hash leaks nothing about the key.
+    def evict(self, account_id: str, key_name: str) -> None:
+        """Forget cached credentials of one key (it was revoked)."""
+        for token, (_, principal) in list(self._cache.items()):
+            if principal.account_id == account_id and principal.key_name == key_name:
+                self._cache.pop(token, None)
+
+    # -- verification (worker threads) ------------------------------------------------------
+
+    def _verify_key(self, token: str) -> Principal:
+        digest = self.vault.digest(token)
         with self.db.session() as s:
             row = s.execute(
-                select(ApiKey, Account)
+                select(ApiKey.name, Account)
                 .join(Account, Account.id == ApiKey.account_id)
-                .where(ApiKey.key_hash == digest, ApiKey.revoked_at.is_(None))
+                .where(ApiKey.key_hash == digest)
             ).first()
         if row is None:
-            return None
-        key, account = row
-        return Principal(account.id, key.name, account.is_admin, account.concurrency_limit)
+            raise AuthError("Invalid API key.")
+        key_name, account = row
+        return _principal(account, key_name)
+
+    def _verify_jwt(self, token: str) -> Principal:
+        raw = token[len(JWT_PREFIX) :]
+        try:
+            header = jwt.get_unverified_header(raw)
+        except jwt.PyJWTError:
+            raise AuthError("Malformed scoped JWT.") from None
+        if header.get("alg") != "HS256":
+            raise AuthError("Scoped JWTs must be signed with HS256.")
+        account_id, key_name = parse_kid(header.get("kid"))
+        key = self.accounts.signing_key(account_id, key_name)
+        if key is None:
+            raise AuthError("The scoped JWT's signing key does not exist or was revoked.")
+        try:
+            claims = jwt.decode(
+                raw,
+                key,
+                algorithms=["HS256"],
+                options={"require": ["exp", "sub"]},
+                leeway=CLOCK_SKEW_S,
+            )
+        except jwt.ExpiredSignatureError:
+            raise AuthError("The scoped JWT has expired.") from None
+        except jwt.PyJWTError:
+            raise AuthError("Invalid scoped JWT.") from None
+        if claims.get("sub") != account_id:
+            raise AuthError("Invalid scoped JWT: `sub` does not match `kid`.")
+        exp = int(claims["exp"])
+        horizon = SERVER_ISSUED_MAX_S if self._server_issued(claims) else SELF_MINTED_MAX_S
+        if exp > time.time() + horizon + CLOCK_SKEW_S:
+            raise AuthError("Invalid scoped JWT: `exp` is too far ahead (at most a week).")
+        with self.db.session() as s:
+            account = s.get(Account, account_id)
+        if account is None:
+            raise AuthError("Invalid scoped JWT: unknown account.")
+        models = claims.get("models", claims.get("model"))
+        if isinstance(models, str):
+            models = [models]
+        limit = claims.get("spending_limit")
+        scope = JwtScope(
+            jwt_id=hashlib.sha256(token.encode()).hexdigest()[:32],
+            models=tuple(models) if models else None,
+            spending_limit=float(limit) if limit is not None else None,
+            expires_at=exp,
+        )
+        return _principal(account, key_name, scope)
+
+    def _server_issued(self, claims: dict) -> bool:
+        seal = claims.get("srv")
+        return isinstance(seal, str) and seal == self.issuer_seal(claims)
+
+    def issuer_seal(self, claims: dict) -> str:
+        """Marks tokens this server minted (they may live a year; self-minted ones a week)."""
+        return self.vault.digest(f"issued:{claims.get('jti')}:{claims.get('exp')}")[:32]
+
+
+def _principal(account: Account, key_name: str, scope: JwtScope | None = None) -> Principal:
+    return Principal(
+        account.id,
+        key_name,
+        account.is_admin,
+        account.concurrency_limit,
+        account.spending_limit,
+        scope,
+    )
+
+
+def parse_kid(kid: object) -> tuple[str, str]:
+    """`<account id>:<base64(key name)>`; account ids may themselves contain colons."""
+    if not isinstance(kid, str) or ":" not in kid:
+        raise AuthError("Invalid scoped JWT: missing or malformed `kid`.")
+    account_id, _, encoded = kid.rpartition(":")
+    try:
+        key_name = base64.b64decode(encoded, validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        raise AuthError("Invalid scoped JWT: malformed `kid`.") from None
+    return account_id, key_name
 
 
 def parse_bearer(authorization: str | None) -> str:

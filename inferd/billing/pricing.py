@@ -12,3 +12,8 @@ def token_cost(price: Price, input_tokens: int, output_tokens: int) -> float:
         + output_tokens * price.output_per_1m / 1e6
     )
     return round(cost, 10)
+
+
+def max_cost(price: Price, prompt_bound: int, output_tokens: int) -> float:
+    """The most a request can cost: what a spending limit reserves before work starts."""
+    return token_cost(price, prompt_bound, output_tokens)

@@ -38,11 +38,15 @@ class Catalog:
             text = Path(path).read_text()
         return cls.from_toml(text)
 
-    def resolve(self, model: str) -> ModelSpec:
+    def find(self, model: str) -> ModelSpec | None:
         """`name`, or `name:version` (one version per model is served today)."""
         spec = self._specs.get(model)
         if spec is None and ":" in model:
             spec = self._specs.get(model.rsplit(":", 1)[0])
+        return spec
+
+    def resolve(self, model: str) -> ModelSpec:
+        spec = self.find(model)
         if spec is None:
             raise ModelNotFound(model)
         return spec

@@ -11,7 +11,7 @@ def build_engine(spec: ModelSpec, emit: Emit) -> Engine:
     if spec.engine == "null":
         from inferd.engines.null import NullEngine
 
-        return NullEngine(emit)
+        return NullEngine(emit, spec.options)
     assert spec.weights is not None
     path = resolve_weights(spec.weights)
     if spec.engine == "embeddings":

@@ -1,13 +1,26 @@
-"""An engine that answers at once: measures the gateway and runtime without model cost."""
+"""An engine that answers at once: measures the gateway and runtime without model cost.
+
+With `options.tokens` and `options.token_delay_ms` it streams that many tokens at that pace
+instead (for limiter tests that need long-lived streams), on a timer thread.
+"""
 
 from __future__ import annotations
 
+import threading
+import time
 from typing import Any
 
-from inferd.engines.base import Engine
+from inferd.engines.base import Emit, Engine
 
 
 class NullEngine(Engine):
+    def __init__(self, emit: Emit, options: dict[str, Any] | None = None) -> None:
+        super().__init__(emit)
+        options = options or {}
+        self.tokens = int(options.get("tokens", 1))
+        self.delay = float(options.get("token_delay_ms", 0)) / 1000.0
+        self._cancelled: set[str] = set()
+
     def info(self) -> dict[str, Any]:
         return {"context_length": 2048}
 
@@ -17,8 +30,26 @@ class NullEngine(Engine):
             self.emit(request_id, {"ev": "result", "embeddings": [[0.0] * 8] * n, "tokens": n})
             return
         self.emit(request_id, {"ev": "start", "prompt_tokens": 1})
+        if self.delay:
+            threading.Thread(target=self._slow, args=(request_id,), daemon=True).start()
+            return
         self.emit(request_id, {"ev": "tokens", "items": [[1, "ok", 0.0, False]]})
+        self._done(request_id, 1)
+
+    def cancel(self, request_id: str) -> None:
+        self._cancelled.add(request_id)
+
+    def _slow(self, request_id: str) -> None:
+        for _ in range(self.tokens):
+            time.sleep(self.delay)
+            if request_id in self._cancelled:
+                self._cancelled.discard(request_id)
+                return
+            self.emit(request_id, {"ev": "tokens", "items": [[1, "ok", 0.0, False]]})
+        self._done(request_id, self.tokens)
+
+    def _done(self, request_id: str, n: int) -> None:
         self.emit(
             request_id,
-            {"ev": "done", "finish_reason": "eos", "prompt_tokens": 1, "completion_tokens": 1},
+            {"ev": "done", "finish_reason": "length", "prompt_tokens": 1, "completion_tokens": n},
         )

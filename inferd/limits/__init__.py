@@ -1,5 +1,5 @@
 """Admission: in-flight request limits per account and model (429 "Rate limited")."""
 
-from inferd.limits.concurrency import ConcurrencyLimiter, RateLimited
+from inferd.limits.concurrency import ConcurrencyLimiter, InProcessLimiter, RateLimited
 
-__all__ = ["ConcurrencyLimiter", "RateLimited"]
+__all__ = ["ConcurrencyLimiter", "InProcessLimiter", "RateLimited"]

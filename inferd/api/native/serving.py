@@ -22,17 +22,22 @@ NATIVE_FINISH = {"eos": "eos_token", "stop_sequence": "stop_sequence", "length":
 
 async def infer(gateway: Gateway, request: Request, model: str) -> Response:
     data = await gateway.read_object(request)
-    admission = await gateway.admit(request, model, ("text-generation", "embeddings"))
-    try:
-        if admission.spec.task == "embeddings":
-            request.scope["state"]["route"] = "native_embeddings"
-            req = gateway.validate(EmbeddingsRequest, data)
-            return await _embeddings(gateway, request, admission, req)
-        request.scope["state"]["route"] = "native_text_generation"
-        gen_req = gateway.validate(TextGenerationRequest, data)
-    except BaseException:
-        admission.release()
-        raise
+    spec = gateway.catalog.find(model)
+    if spec is not None and spec.task == "embeddings":
+        request.scope.setdefault("state", {})["route"] = "native_embeddings"
+        req = gateway.validate(EmbeddingsRequest, data)
+        bound = sum(len(t.encode()) + 2 for t in req.inputs)
+        admission = await gateway.admit(request, model, ("embeddings",), prompt_bound=bound)
+        return await _embeddings(gateway, request, admission, req)
+    request.scope.setdefault("state", {})["route"] = "native_text_generation"
+    gen_req = gateway.validate(TextGenerationRequest, data)
+    admission = await gateway.admit(
+        request,
+        model,
+        ("text-generation",),
+        prompt_bound=len(gen_req.input.encode()) + 16,
+        max_output=gen_req.max_new_tokens or gateway.settings.default_native_max_new_tokens,
+    )
     return await _text_generation(gateway, request, admission, gen_req)
 
 
@@ -75,9 +80,12 @@ async def _text_generation(gateway, request, admission, body: TextGenerationRequ
     try:
         await unless_disconnected(request, generation.collect())
     except GenerationFailed as exc:
+        await generation.aclose(exc.error.status)
         return exc.error.response()
-    finally:
-        generation.close()
+    except BaseException:
+        await generation.aclose(499)
+        raise
+    await generation.aclose()
     return JSONResponse(
         {
             "request_id": admission.request_id,
@@ -101,6 +109,7 @@ def _token_event(item: list) -> dict[str, Any]:
 async def _stream(generation: Generation) -> AsyncIterator[bytes]:
     """TGI-style: one event per token; the last one carries generated_text and details."""
     held: list | None = None
+    failed: int | None = None
     try:
         try:
             async for items in generation.items():
@@ -109,6 +118,7 @@ async def _stream(generation: Generation) -> AsyncIterator[bytes]:
                         yield sse.frame(_token_event(held))
                     held = item
         except GenerationFailed as exc:
+            failed = exc.error.status
             if held is not None:
                 yield sse.frame(_token_event(held))
             yield sse.frame(exc.error.body())
@@ -128,7 +138,7 @@ async def _stream(generation: Generation) -> AsyncIterator[bytes]:
         final["request_id"] = generation.admission.request_id
         yield sse.frame(final)
     finally:
-        generation.close()
+        await generation.aclose(failed)
 
 
 async def _embeddings(gateway, request, admission, body: EmbeddingsRequest) -> Response:

@@ -106,6 +106,10 @@ class ChatCompletionRequest(SamplingFields):
     tool_choice: Any = None
     response_format: dict[str, Any] | None = None
 
+    def prompt_bound(self) -> int:
+        """Upper bound on prompt tokens (a token is at least one byte), for budgets."""
+        return sum(len(m.text().encode()) + 16 for m in self.messages) + 64
+
     def refuse_unsupported(self) -> None:
         """Features of later backends are refused by name, never silently ignored."""
         if self.tools:
@@ -157,6 +161,9 @@ class CompletionRequest(SamplingFields):
     @property
     def prompt_text(self) -> str:
         return self.prompt if isinstance(self.prompt, str) else self.prompt[0]
+
+    def prompt_bound(self) -> int:
+        return len(self.prompt_text.encode()) + 16
 
     def refuse_unsupported(self) -> None:
         if self.echo:

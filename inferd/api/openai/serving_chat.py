@@ -40,7 +40,13 @@ async def create_chat_completion(gateway: Gateway, request: Request) -> Response
         }
         for m in body.messages
     ]
-    admission = await gateway.admit(request, body.model, ("text-generation",))
+    admission = await gateway.admit(
+        request,
+        body.model,
+        ("text-generation",),
+        prompt_bound=body.prompt_bound(),
+        max_output=params["max_tokens"],
+    )
     generation = await start_generation(
         gateway, admission, request, {"kind": "generate", "messages": messages, "params": params}
     )
@@ -55,9 +61,12 @@ async def create_chat_completion(gateway: Gateway, request: Request) -> Response
     try:
         items = await unless_disconnected(request, generation.collect())
     except GenerationFailed as exc:
+        await generation.aclose(exc.error.status)
         return exc.error.response()
-    finally:
-        generation.close()
+    except BaseException:
+        await generation.aclose(499)
+        raise
+    await generation.aclose()
     choice: dict[str, Any] = {
         "index": 0,
         "message": {"role": "assistant", "content": generation.text},
@@ -96,6 +105,7 @@ async def _stream(
             }
         )
 
+    failed: int | None = None
     try:
         yield chunk({"role": "assistant", "content": ""})
         try:
@@ -106,6 +116,7 @@ async def _stream(
                 extra = {"logprobs": {"content": _logprob_entries(items)}} if body.logprobs else {}
                 yield chunk({"content": text}, **extra)
         except GenerationFailed as exc:
+            failed = exc.error.status
             yield sse.frame(exc.error.body())
             yield sse.DONE
             return
@@ -127,4 +138,4 @@ async def _stream(
             yield chunk({}, finish, usage=generation.usage())
         yield sse.DONE
     finally:
-        generation.close()
+        await generation.aclose(failed)

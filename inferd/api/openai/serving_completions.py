@@ -22,7 +22,13 @@ async def create_completion(gateway: Gateway, request: Request) -> Response:
     request.scope.setdefault("state", {})["route"] = "completions"
     body.refuse_unsupported()
     params = body.sampling_params(gateway.settings.max_output_tokens)
-    admission = await gateway.admit(request, body.model, ("text-generation",))
+    admission = await gateway.admit(
+        request,
+        body.model,
+        ("text-generation",),
+        prompt_bound=body.prompt_bound(),
+        max_output=params["max_tokens"],
+    )
     generation = await start_generation(
         gateway,
         admission,
@@ -40,9 +46,12 @@ async def create_completion(gateway: Gateway, request: Request) -> Response:
     try:
         await unless_disconnected(request, generation.collect())
     except GenerationFailed as exc:
+        await generation.aclose(exc.error.status)
         return exc.error.response()
-    finally:
-        generation.close()
+    except BaseException:
+        await generation.aclose(499)
+        raise
+    await generation.aclose()
     return JSONResponse(
         {
             "id": completion_id,
@@ -79,6 +88,7 @@ async def _stream(
             }
         )
 
+    failed: int | None = None
     try:
         try:
             async for items in generation.items():
@@ -86,6 +96,7 @@ async def _stream(
                 if text:
                     yield chunk(text)
         except GenerationFailed as exc:
+            failed = exc.error.status
             yield sse.frame(exc.error.body())
             yield sse.DONE
             return
@@ -106,4 +117,4 @@ async def _stream(
             yield chunk("", finish, usage=generation.usage())
         yield sse.DONE
     finally:
-        generation.close()
+        await generation.aclose(failed)

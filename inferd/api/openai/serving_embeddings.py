@@ -19,7 +19,9 @@ async def create_embeddings(gateway: Gateway, request: Request) -> Response:
     body = await gateway.read_json(request, EmbeddingRequest)
     request.scope.setdefault("state", {})["route"] = "embeddings"
     texts = body.texts()
-    admission = await gateway.admit(request, body.model, ("embeddings",))
+    admission = await gateway.admit(
+        request, body.model, ("embeddings",), prompt_bound=sum(len(t.encode()) + 2 for t in texts)
+    )
     result = await run_embeddings(gateway, admission, request, texts, normalize=False)
     dims = len(result.vectors[0]) if result.vectors else 0
     if body.dimensions is not None and body.dimensions != dims:

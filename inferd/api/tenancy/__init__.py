@@ -1,0 +1,1 @@
+"""Accounts, API keys, scoped JWTs and usage over HTTP."""
