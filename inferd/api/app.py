@@ -53,7 +53,13 @@ def create_app(
         vault = KeyVault(load_or_create_secret(settings.home, settings.master_key))
         auth = Authenticator(db, vault, settings.auth_cache_ttl_s)
         ledger = UsageLedger(db, settings.ledger_flush_interval_s)
-        redis = aioredis.from_url(settings.redis_url) if settings.redis_url else None
+        redis = None
+        if settings.redis_url:
+            # Blocking pool: a burst waits for a connection instead of failing.
+            pool = aioredis.BlockingConnectionPool.from_url(
+                settings.redis_url, max_connections=512, timeout=10
+            )
+            redis = aioredis.Redis(connection_pool=pool)
         if redis is not None:
             limiter: ConcurrencyLimiter = RedisLimiter(
                 redis, settings.concurrency_limit, settings.redis_prefix, settings.lease_ttl_s

@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 
 import orjson
 from pydantic import BaseModel, ValidationError
+from redis.exceptions import RedisError
 from starlette.requests import Request
 
 from inferd import metrics
@@ -177,10 +178,20 @@ class Gateway:
                 reservation = await self.budget.reserve(scopes, amount)
             except OverBudget as exc:
                 raise APIError(402, str(exc), code="spending_limit_reached") from None
+            except RedisError:
+                raise APIError(
+                    503, "The budget store is unavailable; retry.", code="limits_unavailable"
+                ) from None
         try:
             slot = await self.limiter.acquire(
                 principal.account_id, spec.name, principal.concurrency_limit
             )
+        except RedisError:
+            if reservation is not None:
+                await self.budget.settle(reservation, 0.0)
+            raise APIError(
+                503, "The limits store is unavailable; retry.", code="limits_unavailable"
+            ) from None
         except RateLimited:
             if reservation is not None:
                 await self.budget.settle(reservation, 0.0)

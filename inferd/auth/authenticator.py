@@ -129,7 +129,6 @@ class Authenticator:
                 key,
                 algorithms=["HS256"],
                 options={"require": ["exp", "sub"]},
-                leeway=CLOCK_SKEW_S,
             )
         except jwt.ExpiredSignatureError:
             raise AuthError("The scoped JWT has expired.") from None

@@ -1,0 +1,108 @@
+"""The concurrency limit is exact across gateway processes sharing Redis and PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import time
+
+import httpx
+import pytest
+import redis
+
+from tests.conftest import ADMIN_KEY, Server
+from tests.test_tenancy import POSTGRES_URL, REDIS_URL, reset_postgres, services_available
+
+SLOW = "test/slow-stream"
+CATALOG = f"""
+[[models]]
+name = "{SLOW}"
+task = "text-generation"
+engine = "null"
+options = {{ tokens = 60, token_delay_ms = 100 }}
+"""
+
+
+@pytest.fixture
+def two_gateways(tmp_path):
+    if not services_available():
+        if os.environ.get("CI"):
+            pytest.fail("CI requires PostgreSQL and Redis on 127.0.0.1")
+        pytest.skip("PostgreSQL or Redis not reachable")
+    reset_postgres()
+    prefix = f"cluster-{secrets.token_hex(4)}"
+    (tmp_path / "catalog.toml").write_text(CATALOG)
+    env = {
+        "INFERD_ADMIN_KEY": ADMIN_KEY,
+        "INFERD_CATALOG": str(tmp_path / "catalog.toml"),
+        "INFERD_DATABASE_URL": POSTGRES_URL,
+        "INFERD_REDIS_URL": REDIS_URL,
+        "INFERD_REDIS_PREFIX": prefix,
+    }
+    first = Server(tmp_path / "a", env).start(timeout=60)
+    second = Server(tmp_path / "b", {**env, "INFERD_HOME": str(first.home)}).start(timeout=60)
+    yield first, second, prefix
+    first.stop()
+    second.stop()
+
+
+def test_300_streams_two_gateways_limit_200(two_gateways) -> None:
+    first, second, prefix = two_gateways
+    accounts = []
+    with httpx.Client(base_url=first.url, headers={"Authorization": f"Bearer {ADMIN_KEY}"}) as c:
+        for name in ("storm", "bystander"):
+            r = c.post("/v1/accounts", json={"name": f"{name}-{prefix}", "concurrency_limit": 200})
+            accounts.append((r.json()["id"], r.json()["api_key"]))
+    (storm_id, storm_key), (_, bystander_key) = accounts
+    counter = redis.Redis.from_url(REDIS_URL)
+    slots_key = f"{prefix}:inflight:{storm_id}:{SLOW}"
+    peak = 0
+    body = {"model": SLOW, "messages": [{"role": "user", "content": "x"}], "stream": True}
+
+    async def stream(client: httpx.AsyncClient, key: str) -> tuple[int, bool]:
+        async with client.stream(
+            "POST",
+            "/v1/openai/chat/completions",
+            json=body,
+            headers={"Authorization": f"Bearer {key}"},
+        ) as r:
+            if r.status_code != 200:
+                await r.aread()
+                return r.status_code, False
+            lines = [line async for line in r.aiter_lines() if line]
+            return 200, lines[-1] == "data: [DONE]"
+
+    async def sample(stop: asyncio.Event) -> None:
+        nonlocal peak
+        while not stop.is_set():
+            counter.zremrangebyscore(slots_key, "-inf", time.time())
+            peak = max(peak, counter.zcard(slots_key))
+            await asyncio.sleep(0.05)
+
+    async def run() -> tuple[list, list]:
+        limits = httpx.Limits(max_connections=400, max_keepalive_connections=400)
+        async with (
+            httpx.AsyncClient(base_url=first.url, timeout=120, limits=limits) as a,
+            httpx.AsyncClient(base_url=second.url, timeout=120, limits=limits) as b,
+        ):
+            stop = asyncio.Event()
+            sampler = asyncio.create_task(sample(stop))
+            storm = [asyncio.create_task(stream(a if i % 2 else b, storm_key)) for i in range(300)]
+            await asyncio.sleep(1.0)
+            bystanders = await asyncio.gather(*(stream(a, bystander_key) for _ in range(10)))
+            results = await asyncio.gather(*storm)
+            stop.set()
+            await sampler
+            return results, bystanders
+
+    results, bystanders = asyncio.run(run())
+    statuses = [status for status, _ in results]
+    assert statuses.count(200) == 200, sorted(set(statuses))
+    assert statuses.count(429) == 100
+    assert all(complete for status, complete in results if status == 200), "a stream was lost"
+    assert peak <= 200
+    assert all(status == 200 and complete for status, complete in bystanders)
+    # Every slot came back.
+    counter.zremrangebyscore(slots_key, "-inf", time.time())
+    assert counter.zcard(slots_key) == 0
