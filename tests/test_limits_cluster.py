@@ -106,3 +106,34 @@ def test_300_streams_two_gateways_limit_200(two_gateways) -> None:
     # Every slot came back.
     counter.zremrangebyscore(slots_key, "-inf", time.time())
     assert counter.zcard(slots_key) == 0
+
+
+def test_revocation_reaches_every_gateway(two_gateways) -> None:
+    first, second, prefix = two_gateways
+    admin = {"Authorization": f"Bearer {ADMIN_KEY}"}
+    created = httpx.post(
+        first.url + "/v1/api-tokens", headers=admin, json={"name": f"temp-{prefix}"}
+    ).json()["token"]
+    body = {"model": SLOW, "messages": [{"role": "user", "content": "x"}], "max_tokens": 1}
+    for server in (first, second):  # both gateways have it cached now
+        r = httpx.post(
+            server.url + "/v1/openai/models", headers={"Authorization": f"Bearer {created}"}
+        )
+        assert (
+            httpx.get(
+                server.url + "/v1/openai/models", headers={"Authorization": f"Bearer {created}"}
+            ).status_code
+            == 200
+        )
+    assert r.status_code in (404, 405)
+    assert (
+        httpx.delete(f"{first.url}/v1/api-tokens/temp-{prefix}", headers=admin).status_code == 200
+    )
+    time.sleep(0.2)  # pub/sub delivery
+    for server in (second, first):
+        r = httpx.post(
+            server.url + "/v1/openai/chat/completions",
+            json=body,
+            headers={"Authorization": f"Bearer {created}"},
+        )
+        assert r.status_code == 401

@@ -12,6 +12,7 @@ import asyncio
 import base64
 import binascii
 import hashlib
+import hmac
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -102,13 +103,15 @@ class Authenticator:
         digest = self.vault.digest(token)
         with self.db.session() as s:
             row = s.execute(
-                select(ApiKey.name, Account)
+                select(ApiKey.name, ApiKey.key_hash, Account)
                 .join(Account, Account.id == ApiKey.account_id)
                 .where(ApiKey.key_hash == digest)
             ).first()
-        if row is None:
+        # The index lookup is on a keyed hash (reveals nothing); the final check is
+        # constant-time all the same.
+        if row is None or not hmac.compare_digest(row.key_hash, digest):
             raise AuthError("Invalid API key.")
-        key_name, account = row
+        key_name, _, account = row
         return _principal(account, key_name)
 
     def _verify_jwt(self, token: str) -> Principal:
