@@ -58,14 +58,50 @@ def test_unknown_model_is_404(http: httpx.Client) -> None:
             },
             "max_tokens",
         ),
-        ({"model": CHAT_MODEL, "messages": [{"role": "user", "content": "x"}], "n": 2}, "n > 1"),
+        ({"model": CHAT_MODEL, "messages": [{"role": "user", "content": "x"}], "n": 17}, "n"),
         (
             {
                 "model": CHAT_MODEL,
                 "messages": [{"role": "user", "content": "x"}],
                 "tools": [{"type": "function", "function": {"name": "f"}}],
+                "tool_choice": {"type": "function", "function": {"name": "g"}},
             },
-            "tools",
+            "not in `tools`",
+        ),
+        (
+            {
+                "model": CHAT_MODEL,
+                "messages": [{"role": "user", "content": "x"}],
+                "tools": [{"type": "retrieval"}],
+            },
+            "type `function`",
+        ),
+        (
+            {
+                "model": CHAT_MODEL,
+                "messages": [{"role": "user", "content": "x"}],
+                "tool_choice": "required",
+            },
+            "no `tools`",
+        ),
+        (
+            {
+                "model": CHAT_MODEL,
+                "messages": [{"role": "user", "content": "x"}],
+                "response_format": {"type": "xml"},
+            },
+            "response_format",
+        ),
+        (
+            {
+                "model": CHAT_MODEL,
+                "messages": [{"role": "user", "content": "x"}],
+                "response_format": {
+                    "type": "json_schema",
+                    "json_schema": {"name": "x", "schema": {"type": "nope"}},
+                },
+            },
+            "invalid schema",
         ),
         (
             {

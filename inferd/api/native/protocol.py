@@ -21,6 +21,9 @@ class TextGenerationRequest(BaseModel):
     seed: int | None = None
     ignore_eos: bool = False  # extension: generate exactly max_new_tokens
     stream: bool = False
+    details: bool = False  # non-streaming: per-token ids, texts and logprobs (TGI's `details`)
+    top_logprobs: int = Field(default=0, ge=0, le=20)
+    response_format: dict | None = None
 
     @field_validator("stop")
     @classmethod

@@ -12,8 +12,9 @@ from inferd.api import sse
 from inferd.api.disconnect import unless_disconnected
 from inferd.api.embeddings import run_embeddings
 from inferd.api.gateway import Gateway
-from inferd.api.generation import Generation, GenerationFailed, start_generation
+from inferd.api.generation import Generation, GenerationFailed, Run, start_run
 from inferd.api.native.protocol import EmbeddingsRequest, TextGenerationRequest
+from inferd.api.response_format import constraint_for
 from inferd.api.responses import JSONResponse
 
 # Engine finish reasons → TGI's.
@@ -41,19 +42,39 @@ async def infer(gateway: Gateway, request: Request, model: str) -> Response:
     return await _text_generation(gateway, request, admission, gen_req)
 
 
-def _status(generation: Generation, runtime_ms: int) -> dict[str, Any]:
+def _status(run: Run) -> dict[str, Any]:
     return {
         "status": "succeeded",
-        "runtime_ms": runtime_ms,
-        "cost": generation.cost,
-        "tokens_input": generation.prompt_tokens,
-        "tokens_generated": generation.completion_tokens,
+        "runtime_ms": run.admission.runtime_ms,
+        "cost": run.cost,
+        "tokens_input": run.prompt_tokens,
+        "tokens_generated": run.completion_tokens,
     }
+
+
+def _details(generation: Generation, items: list[list] | None) -> dict[str, Any]:
+    details: dict[str, Any] = {
+        "finish_reason": NATIVE_FINISH.get(generation.finish_reason or "", "length"),
+        "generated_tokens": generation.completion_tokens,
+        "input_tokens": generation.prompt_tokens,
+        "seed": None,
+    }
+    if items is not None:
+        details["tokens"] = [_token(item) for item in items]
+    return details
+
+
+def _token(item: list) -> dict[str, Any]:
+    token = {"id": item[0], "text": item[1], "logprob": item[2], "special": item[3]}
+    if len(item) > 4:
+        token["top_tokens"] = [{"id": i, "text": t, "logprob": lp} for i, t, lp in item[4]]
+    return token
 
 
 async def _text_generation(gateway, request, admission, body: TextGenerationRequest) -> Response:
     params = {
-        "max_tokens": body.max_new_tokens or gateway.settings.default_native_max_new_tokens,
+        "max_tokens": body.max_new_tokens,
+        "default_max_tokens": gateway.settings.default_native_max_new_tokens,
         "max_output_tokens": gateway.settings.max_output_tokens,
         "temperature": body.temperature,
         "top_p": body.top_p,
@@ -65,49 +86,43 @@ async def _text_generation(gateway, request, admission, body: TextGenerationRequ
         "stop": body.stop,
         "seed": body.seed,
         "ignore_eos": body.ignore_eos,
+        "top_logprobs": body.top_logprobs,
+        "constraint": constraint_for(body.response_format),
     }
-    if body.max_new_tokens is None:
-        # The default must not overflow a short context on its own: clamp to what is left.
-        params["max_tokens"] = None
-        params["default_max_tokens"] = gateway.settings.default_native_max_new_tokens
-    generation = await start_generation(
-        gateway, admission, request, {"kind": "generate", "prompt": body.input, "params": params}
+    run = await start_run(
+        gateway, admission, request, [{"kind": "generate", "prompt": body.input, "params": params}]
     )
     if body.stream:
-        return StreamingResponse(
-            _stream(generation), media_type=sse.MEDIA_TYPE, headers=sse.HEADERS
-        )
+        return StreamingResponse(_stream(run), media_type=sse.MEDIA_TYPE, headers=sse.HEADERS)
     try:
-        await unless_disconnected(request, generation.collect())
+        [items] = await unless_disconnected(request, run.collect())
     except GenerationFailed as exc:
-        await generation.aclose(exc.error.status)
+        await run.aclose(exc.error.status)
         return exc.error.response()
     except BaseException:
-        await generation.aclose(499)
+        await run.aclose(499)
         raise
-    await generation.aclose()
-    return JSONResponse(
-        {
-            "request_id": admission.request_id,
-            "inference_status": _status(generation, admission.runtime_ms),
-            "results": [{"generated_text": generation.text}],
-            "num_tokens": generation.completion_tokens,
-            "num_input_tokens": generation.prompt_tokens,
-        }
-    )
+    await run.aclose()
+    generation = run.generations[0]
+    response = {
+        "request_id": admission.request_id,
+        "inference_status": _status(run),
+        "results": [{"generated_text": generation.text}],
+        "num_tokens": run.completion_tokens,
+        "num_input_tokens": run.prompt_tokens,
+    }
+    if body.details:
+        response["details"] = _details(generation, items)
+    return JSONResponse(response)
 
 
 def _token_event(item: list) -> dict[str, Any]:
-    token_id, text, logprob, special = item
-    return {
-        "token": {"id": token_id, "text": text, "logprob": logprob, "special": special},
-        "generated_text": None,
-        "details": None,
-    }
+    return {"token": _token(item), "generated_text": None, "details": None}
 
 
-async def _stream(generation: Generation) -> AsyncIterator[bytes]:
+async def _stream(run: Run) -> AsyncIterator[bytes]:
     """TGI-style: one event per token; the last one carries generated_text and details."""
+    generation = run.generations[0]
     held: list | None = None
     failed: int | None = None
     try:
@@ -128,17 +143,12 @@ async def _stream(generation: Generation) -> AsyncIterator[bytes]:
             held = [last[0], "", last[1], False]
         final = _token_event(held)
         final["generated_text"] = generation.text
-        final["details"] = {
-            "finish_reason": NATIVE_FINISH.get(generation.finish_reason or "", "length"),
-            "generated_tokens": generation.completion_tokens,
-            "input_tokens": generation.prompt_tokens,
-            "seed": None,
-        }
-        final["inference_status"] = _status(generation, generation.admission.runtime_ms)
-        final["request_id"] = generation.admission.request_id
+        final["details"] = _details(generation, None)
+        final["inference_status"] = _status(run)
+        final["request_id"] = run.admission.request_id
         yield sse.frame(final)
     finally:
-        await generation.aclose(failed)
+        await run.aclose(failed)
 
 
 async def _embeddings(gateway, request, admission, body: EmbeddingsRequest) -> Response:

@@ -74,13 +74,6 @@ class SamplingFields(_Lenient):
         return bool(self.stream_options and self.stream_options.include_usage)
 
     def sampling_params(self, max_output_tokens: int) -> dict[str, Any]:
-        if self.n != 1:
-            raise APIError(
-                400,
-                "n > 1 is not supported by this model yet.",
-                param="n",
-                code="unsupported_parameter",
-            )
         return {
             "max_tokens": self.max_tokens,
             "max_output_tokens": max_output_tokens,
@@ -104,36 +97,16 @@ class ChatCompletionRequest(SamplingFields):
     top_logprobs: int | None = Field(default=None, ge=0, le=20)
     tools: list[dict[str, Any]] | None = None
     tool_choice: Any = None
+    parallel_tool_calls: bool | None = None
     response_format: dict[str, Any] | None = None
 
     def prompt_bound(self) -> int:
         """Upper bound on prompt tokens (a token is at least one byte), for budgets."""
-        return sum(len(m.text().encode()) + 16 for m in self.messages) + 64
+        tools = len(str(self.tools or "")) if self.tools else 0
+        return sum(len(m.text().encode()) + 16 for m in self.messages) + 64 + 2 * tools
 
     def refuse_unsupported(self) -> None:
-        """Features of later backends are refused by name, never silently ignored."""
-        if self.tools:
-            raise APIError(
-                400,
-                "`tools` are not supported by this model yet.",
-                param="tools",
-                code="unsupported_parameter",
-            )
-        fmt = (self.response_format or {}).get("type", "text")
-        if fmt != "text":
-            raise APIError(
-                400,
-                f"response_format `{fmt}` is not supported by this model yet.",
-                param="response_format",
-                code="unsupported_parameter",
-            )
-        if self.top_logprobs:
-            raise APIError(
-                400,
-                "`top_logprobs` is not supported by this model yet.",
-                param="top_logprobs",
-                code="unsupported_parameter",
-            )
+        """Features this server lacks are refused by name, never silently ignored."""
         for message in self.messages:
             for part in message.non_text_parts():
                 raise APIError(
@@ -144,12 +117,26 @@ class ChatCompletionRequest(SamplingFields):
                     code="unsupported_content",
                 )
 
+    def wire_messages(self) -> list[dict[str, Any]]:
+        out = []
+        for m in self.messages:
+            message: dict[str, Any] = {"role": m.role, "content": m.text()}
+            if m.name:
+                message["name"] = m.name
+            if m.tool_calls:
+                message["tool_calls"] = m.tool_calls
+            if m.tool_call_id:
+                message["tool_call_id"] = m.tool_call_id
+            out.append(message)
+        return out
+
 
 class CompletionRequest(SamplingFields):
     prompt: str | list[str]
     echo: bool = False
-    logprobs: int | None = Field(default=None, ge=0, le=5)
+    logprobs: int | None = Field(default=None, ge=0, le=20)
     suffix: str | None = None
+    response_format: dict[str, Any] | None = None
 
     @field_validator("prompt")
     @classmethod
@@ -166,23 +153,12 @@ class CompletionRequest(SamplingFields):
         return len(self.prompt_text.encode()) + 16
 
     def refuse_unsupported(self) -> None:
-        if self.echo:
-            raise APIError(
-                400,
-                "`echo` is not supported by this model yet.",
-                param="echo",
-                code="unsupported_parameter",
-            )
-        if self.logprobs:
-            raise APIError(
-                400,
-                "`logprobs` > 0 (top alternatives) is not supported yet.",
-                param="logprobs",
-                code="unsupported_parameter",
-            )
         if self.suffix:
             raise APIError(
-                400, "`suffix` is not supported.", param="suffix", code="unsupported_parameter"
+                400,
+                "`suffix` (fill-in-the-middle) is not supported.",
+                param="suffix",
+                code="unsupported_parameter",
             )
 
 

@@ -16,6 +16,7 @@ class ForwardEntry:
     tokens: list[int]
     pos: int
     want_logits: bool
+    all_logits: bool = False  # one row per token (prompt scoring), else the last only
 
 
 class LLMBackend(ABC):
@@ -46,7 +47,12 @@ class LLMBackend(ABC):
 
     @abstractmethod
     def forward(self, entries: list[ForwardEntry]) -> np.ndarray:
-        """Run one batched step; returns one logits row per entry with want_logits, in order."""
+        """Run one batched step. Returns logits rows in entry order: every token's row for
+        entries with all_logits, the last token's row for entries with want_logits."""
+
+    @abstractmethod
+    def lltokenizer(self):
+        """The llguidance tokenizer for constrained decoding (built once, cached)."""
 
     @abstractmethod
     def release(self, slot: int) -> None:

@@ -21,7 +21,8 @@ import numpy as np
 
 from inferd.engines.base import Emit, Engine, EngineError
 from inferd.engines.llm.backend import ForwardEntry, LLMBackend
-from inferd.engines.llm.chat_template import render_chat
+from inferd.engines.llm.chat_template import prepare_messages, render_chat
+from inferd.engines.llm.constraints import apply_mask, compile_constraint
 from inferd.engines.llm.params import SamplingParams
 from inferd.engines.llm.sampler import apply_penalties, log_softmax_at, sample
 from inferd.engines.llm.text import TextAssembler
@@ -42,6 +43,9 @@ class Sequence:
     feed: list[int] = field(default_factory=list)
     n_cached: int = 0
     started: float = field(default_factory=time.monotonic)
+    matcher: Any = None  # llguidance.LLMatcher when decoding is constrained
+    score_prompt: bool = False  # prompt logprobs still to be reported
+    prompt_scores: list = field(default_factory=list)
 
     @property
     def prefilling(self) -> bool:
@@ -95,11 +99,18 @@ class LLMEngine(Engine):
         backend = self.backend
         params = SamplingParams.from_dict(payload.get("params", {}))
         if payload.get("messages") is not None:
-            prompt = render_chat(
+            messages, extra = prepare_messages(
                 backend.chat_template,
                 payload["messages"],
+                payload.get("tools"),
+                payload.get("tool_prompt"),
+            )
+            prompt = render_chat(
+                backend.chat_template,
+                messages,
                 bos_token=backend.bos_token,
                 eos_token=backend.eos_token,
+                **extra,
             )
             # The template writes BOS itself when the model wants one.
             ids = backend.tokenize(prompt, add_special=False)
@@ -129,6 +140,9 @@ class LLMEngine(Engine):
                 )
         if max_tokens < 1:
             raise EngineError("max_tokens must be at least 1.", code="invalid_max_tokens")
+        matcher = None
+        if params.constraint is not None:
+            matcher = compile_constraint(backend.lltokenizer(), params.constraint)
         return Sequence(
             request_id=request_id,
             prompt_ids=np.asarray(ids, dtype=np.int64),
@@ -137,6 +151,8 @@ class LLMEngine(Engine):
             rng=np.random.default_rng(params.seed),
             assembler=TextAssembler(params.stop),
             feed=list(ids),
+            matcher=matcher,
+            score_prompt=params.prompt_logprobs,
         )
 
     # -- scheduler thread -------------------------------------------------------------------
@@ -205,62 +221,130 @@ class LLMEngine(Engine):
         self._preempt_until_fits(len(self._running))
         budget = backend.batch_tokens
         entries: list[ForwardEntry] = []
-        sampled: list[Sequence] = []
+        owners: list[Sequence] = []
         # Decode tokens first: running generations keep their pace while prompts prefill.
         for seq in self._running:
             if not seq.prefilling and budget > 0:
-                entries.append(ForwardEntry(seq.slot, [seq.feed[-1]], seq.n_cached, True))
-                sampled.append(seq)
+                entries.append(
+                    ForwardEntry(seq.slot, [seq.feed[-1]], seq.n_cached, True, seq.score_prompt)
+                )
+                owners.append(seq)
                 budget -= 1
         for seq in self._running:
             if seq.prefilling and budget > 0:
                 end = min(len(seq.feed), seq.n_cached + budget)
                 last = end == len(seq.feed)
                 entries.append(
-                    ForwardEntry(seq.slot, seq.feed[seq.n_cached : end], seq.n_cached, last)
+                    ForwardEntry(
+                        seq.slot, seq.feed[seq.n_cached : end], seq.n_cached, last, seq.score_prompt
+                    )
                 )
+                owners.append(seq)
                 budget -= end - seq.n_cached
-                if last:
-                    sampled.append(seq)
         if not entries:
             return
         logits = backend.forward(entries)
-        for entry, seq in zip(entries, self._sequences_of(entries), strict=True):
+        row = 0
+        for entry, seq in zip(entries, owners, strict=True):
             seq.n_cached = entry.pos + len(entry.tokens)
-        for row, seq in zip(logits, sampled, strict=True):
-            self._advance(seq, row)
+            if entry.all_logits:
+                rows = logits[row : row + len(entry.tokens)]
+                row += len(entry.tokens)
+                self._score_prompt(seq, entry, rows)
+                if entry.want_logits:
+                    self._advance(seq, rows[-1])
+            elif entry.want_logits:
+                self._advance(seq, logits[row])
+                row += 1
 
-    def _sequences_of(self, entries: list[ForwardEntry]) -> list[Sequence]:
-        by_slot = {seq.slot: seq for seq in self._running}
-        return [by_slot[e.slot] for e in entries]
+    def _score_prompt(self, seq: Sequence, entry: ForwardEntry, rows: np.ndarray) -> None:
+        """Row i predicts the token after position pos+i: collect those logprobs."""
+        n_prompt = len(seq.prompt_ids)
+        k = seq.params.top_logprobs
+        for i, logits in enumerate(rows):
+            target = entry.pos + i + 1
+            if target >= n_prompt:
+                break
+            token = int(seq.prompt_ids[target])
+            seq.prompt_scores.append(self._item(token, logits, k))
+        if entry.pos + len(entry.tokens) >= n_prompt:
+            first = int(seq.prompt_ids[0])
+            head = [
+                first,
+                self.backend.token_bytes(first).decode("utf-8", "replace"),
+                None,
+                self.backend.is_special(first),
+            ]
+            if k:
+                head.append([])
+            self.emit(seq.request_id, {"ev": "prompt", "items": [head, *seq.prompt_scores]})
+            seq.score_prompt = False
+            seq.prompt_scores = []
+
+    def _item(self, token: int, logits: np.ndarray, k: int) -> list:
+        backend = self.backend
+        item = [
+            token,
+            backend.token_bytes(token).decode("utf-8", "replace"),
+            log_softmax_at(logits, token),
+            backend.is_special(token),
+        ]
+        if k:
+            item.append(self._top(logits, k))
+        return item
+
+    def _top(self, logits: np.ndarray, k: int) -> list:
+        peak = float(logits.max())
+        lse = peak + float(np.log(np.exp(logits - peak).sum(dtype=np.float64)))
+        top = np.argpartition(logits, -k)[-k:]
+        top = top[np.argsort(logits[top])[::-1]]
+        return [
+            [
+                int(t),
+                self.backend.token_bytes(int(t)).decode("utf-8", "replace"),
+                float(logits[t]) - lse,
+            ]
+            for t in top
+        ]
 
     def _advance(self, seq: Sequence, logits: np.ndarray) -> None:
         params = seq.params
         scores = logits
         if params.penalised:
             scores = apply_penalties(logits, params, seq.prompt_ids, seq.output_ids)
+        if seq.matcher is not None:
+            scores = apply_mask(seq.matcher, scores, self.backend.n_vocab)
         token = sample(scores, params, seq.rng)
         logprob = log_softmax_at(logits, token)
+        top = self._top(logits, params.top_logprobs) if params.top_logprobs else None
         seq.output_ids.append(token)
         seq.feed.append(token)
         backend = self.backend
+        grammar_done = False
+        if seq.matcher is not None:
+            seq.matcher.consume_token(token)
+            grammar_done = seq.matcher.is_stopped()
         if backend.is_eog(token) and not params.ignore_eos:
             # The EOS token is reported (as TGI does: special, no text) but adds no text.
-            self._emit_items(seq, [*seq.assembler.flush(), [token, "", logprob, True]])
+            eos = [token, "", logprob, True] + ([top] if top is not None else [])
+            self._emit_items(seq, [*seq.assembler.flush(), eos])
             self._finish(seq, reason="eos")
             return
         items, stopped = seq.assembler.push(
             token, backend.token_bytes(token), logprob, backend.is_special(token)
         )
+        if top is not None:
+            for item in items:
+                item.append(top if item[0] == token else [])
         if stopped:
             self._emit_items(seq, items)
             self._finish(seq, reason="stop_sequence", last=[token, logprob])
             return
         out_of_room = len(seq.prompt_ids) + len(seq.output_ids) >= backend.context_length
-        if len(seq.output_ids) >= seq.max_tokens or out_of_room:
+        if grammar_done or len(seq.output_ids) >= seq.max_tokens or out_of_room:
             items += seq.assembler.flush()
             self._emit_items(seq, items)
-            self._finish(seq, reason="length")
+            self._finish(seq, reason="eos" if grammar_done else "length")
             return
         self._emit_items(seq, items)
 

@@ -86,6 +86,7 @@ class LlamaCppBackend(LLMBackend):
         self.chat_template = metadata.get("tokenizer.chat_template")
         self.bos_token = self._special_text(self._model.token_bos())
         self.eos_token = self._special_text(self._model.token_eos())
+        self._lltok = None
 
     def _piece(self, vocab, token: int) -> bytes:
         buf = ctypes.create_string_buffer(64)
@@ -121,7 +122,7 @@ class LlamaCppBackend(LLMBackend):
                 batch.pos[n] = entry.pos + i
                 batch.n_seq_id[n] = 1
                 batch.seq_id[n][0] = entry.slot
-                want = entry.want_logits and i == last
+                want = entry.all_logits or (entry.want_logits and i == last)
                 batch.logits[n] = want
                 if want:
                     out_index.append(n)
@@ -135,6 +136,13 @@ class LlamaCppBackend(LLMBackend):
             ptr = self._ll.llama_get_logits_ith(self._ctx.ctx, index)
             rows[row] = np.ctypeslib.as_array(ptr, shape=(self.n_vocab,))
         return rows
+
+    def lltokenizer(self):
+        if self._lltok is None:
+            import llguidance.llamacpp
+
+            self._lltok = llguidance.llamacpp.lltokenizer_from_vocab(self._model.vocab)
+        return self._lltok
 
     def release(self, slot: int) -> None:
         self._ll.llama_memory_seq_rm(self._mem, slot, -1, -1)

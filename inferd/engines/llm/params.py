@@ -21,6 +21,11 @@ class SamplingParams:
     stop: list[str] = field(default_factory=list)
     seed: int | None = None
     ignore_eos: bool = False
+    top_logprobs: int = 0  # alternatives reported per generated token
+    prompt_logprobs: bool = False  # score the prompt too (completions `echo` + `logprobs`)
+    # Constrained decoding: {"type": "json_object"} | {"type": "json_schema", "schema": {...}}
+    # | {"type": "lark", "grammar": "..."}; compiled with llguidance.
+    constraint: dict | None = None
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SamplingParams:

@@ -67,6 +67,7 @@ class TransformersBackend(LLMBackend):
         self._special = set(tok.all_special_ids)
         self._pieces = self._token_pieces()
         self._caches: dict[int, Any] = {}
+        self._lltok = None
 
     def _token_pieces(self) -> list[bytes]:
         tok = self.tokenizer
@@ -115,13 +116,22 @@ class TransformersBackend(LLMBackend):
                     past_key_values=cache,
                     position_ids=positions,
                     use_cache=True,
-                    logits_to_keep=1,
+                    logits_to_keep=0 if entry.all_logits else 1,
                 )
-            if entry.want_logits:
+            if entry.all_logits:
+                rows.extend(out.logits[0].float().numpy())
+            elif entry.want_logits:
                 rows.append(out.logits[0, -1].float().numpy())
         if not rows:
             return np.empty((0, self.n_vocab), dtype=np.float32)
         return np.stack(rows)
+
+    def lltokenizer(self):
+        if self._lltok is None:
+            import llguidance.hf
+
+            self._lltok = llguidance.hf.from_tokenizer(self.tokenizer)
+        return self._lltok
 
     def release(self, slot: int) -> None:
         self._caches.pop(slot, None)
