@@ -52,10 +52,24 @@ class Sequence:
         return self.n_cached < len(self.feed) - 1
 
 
+CLOSING_MARGIN = 24
+CLOSING_BIAS = 12.0
+
+
+def is_closer(piece: bytes) -> bool:
+    core = piece.strip()
+    return bool(core) and not core.strip(b'"}]')
+
+
 class LLMEngine(Engine):
     def __init__(self, emit: Emit, backend: LLMBackend) -> None:
         super().__init__(emit)
         self.backend = backend
+        # Tokens made only of closing characters (`"`, `}`, `]`).
+        self._closers = np.array(
+            [is_closer(backend.token_bytes(t)) for t in range(backend.n_vocab)],
+            dtype=np.float32,
+        )
         self._inbox: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
         self._wake = threading.Event()
         self._waiting: deque[Sequence] = deque()
@@ -314,6 +328,11 @@ class LLMEngine(Engine):
             scores = apply_penalties(logits, params, seq.prompt_ids, seq.output_ids)
         if seq.matcher is not None:
             scores = apply_mask(seq.matcher, scores, self.backend.n_vocab)
+            remaining = seq.max_tokens - len(seq.output_ids)
+            if remaining <= CLOSING_MARGIN and not seq.matcher.is_accepting():
+                # Near the token budget, lean towards tokens that close strings, arrays and
+                # objects, so JSON output finishes instead of being cut off mid-structure.
+                scores = scores + self._closers * CLOSING_BIAS
         token = sample(scores, params, seq.rng)
         logprob = log_softmax_at(logits, token)
         top = self._top(logits, params.top_logprobs) if params.top_logprobs else None
