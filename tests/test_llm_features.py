@@ -238,8 +238,9 @@ def engine_logprobs(prompt: str, generated: list[int]) -> tuple[int, list[float]
     from inferd.catalog.weights import resolve_weights
 
     path = resolve_weights(Catalog.load(None).resolve(CHAT_MODEL).weights)
-    llm = Llama(str(path), n_ctx=512, logits_all=True, verbose=False, n_threads=2,
-                flash_attn=True)  # the same kernels as the server
+    llm = Llama(
+        str(path), n_ctx=512, logits_all=True, verbose=False, n_threads=2, flash_attn=True
+    )  # the same kernels as the server
     prompt_ids = llm.tokenize(prompt.encode(), add_bos=False, special=True)
     ids = prompt_ids + generated
     llm.eval(ids)

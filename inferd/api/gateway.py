@@ -28,7 +28,7 @@ from inferd.billing.ledger import UsageLedger, UsageRecord
 from inferd.billing.pricing import max_cost
 from inferd.catalog import Catalog, ModelNotFound, ModelSpec
 from inferd.config import Settings
-from inferd.limits import ConcurrencyLimiter, RateLimited
+from inferd.limits import ConcurrencyLimiter, InProcessLimiter, RateLimited
 from inferd.runtime import Call, ModelUnavailable, Runtime
 
 M = TypeVar("M", bound=BaseModel)
@@ -65,10 +65,16 @@ class Admission:
         if self.finished:
             return
         self.finished = True
+        gateway = self.gateway
+        if self.reservation is None and isinstance(gateway.limiter, InProcessLimiter):
+            # Nothing to await: settle synchronously (no task, nothing a cancel can skip).
+            gateway.limiter.release_nowait(self.principal.account_id, self.spec.name)
+            gateway.ledger.record(
+                gateway.usage_record(self, status, prompt_tokens, completion_tokens, cost)
+            )
+            return
         # Shielded: a client disconnect cancelling the handler must not skip the release.
-        await asyncio.shield(
-            self.gateway.settle(self, status, prompt_tokens, completion_tokens, cost)
-        )
+        await asyncio.shield(gateway.settle(self, status, prompt_tokens, completion_tokens, cost))
 
     @property
     def runtime_ms(self) -> int:
@@ -231,21 +237,32 @@ class Gateway:
             if admission.reservation is not None:
                 await self.budget.settle(admission.reservation, cost)
             self.ledger.record(
-                UsageRecord(
-                    request_id=admission.request_id,
-                    account_id=principal.account_id,
-                    key_name=principal.key_name,
-                    jwt_id=principal.jwt.jwt_id if principal.jwt else None,
-                    model=admission.spec.name,
-                    route=admission.route,
-                    status=status,
-                    prompt_tokens=prompt_tokens,
-                    completion_tokens=completion_tokens,
-                    cost=cost,
-                    started_at=admission.started_at,
-                    duration_ms=admission.runtime_ms,
-                )
+                self.usage_record(admission, status, prompt_tokens, completion_tokens, cost)
             )
+
+    @staticmethod
+    def usage_record(
+        admission: Admission,
+        status: int,
+        prompt_tokens: int,
+        completion_tokens: int,
+        cost: float,
+    ) -> UsageRecord:
+        principal = admission.principal
+        return UsageRecord(
+            request_id=admission.request_id,
+            account_id=principal.account_id,
+            key_name=principal.key_name,
+            jwt_id=principal.jwt.jwt_id if principal.jwt else None,
+            model=admission.spec.name,
+            route=admission.route,
+            status=status,
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+            cost=cost,
+            started_at=admission.started_at,
+            duration_ms=admission.runtime_ms,
+        )
 
     async def submit(self, admission: Admission, payload: dict[str, Any]) -> Call:
         try:

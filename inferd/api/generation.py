@@ -109,6 +109,8 @@ class Run:
 
     async def collect(self) -> list[list[list]]:
         """All choices to the end (non-streaming)."""
+        if len(self.generations) == 1:
+            return [await self.generations[0].collect()]
         return await asyncio.gather(*(g.collect() for g in self.generations))
 
     async def aclose(self, status: int | None = None) -> None:
@@ -139,7 +141,10 @@ async def start_run(
         for payload in payloads:
             calls.append(await gateway.submit(admission, payload))
         streams = [aiter(call) for call in calls]
-        firsts = await asyncio.gather(*(anext(s) for s in streams))
+        if len(streams) == 1:  # the common case, without a task per request
+            firsts = [await anext(streams[0])]
+        else:
+            firsts = await asyncio.gather(*(anext(s) for s in streams))
     except APIError as exc:
         for call in calls:
             call.close()

@@ -16,6 +16,9 @@ class RateLimited(Exception):
 
 
 class ConcurrencyLimiter(ABC):
+    # True when release never waits on I/O (the caller may then skip cancellation shielding).
+    local = False
+
     def __init__(self, default_limit: int) -> None:
         self.default_limit = default_limit
 
@@ -34,6 +37,8 @@ class ConcurrencyLimiter(ABC):
 
 
 class InProcessLimiter(ConcurrencyLimiter):
+    local = True
+
     def __init__(self, default_limit: int) -> None:
         super().__init__(default_limit)
         self._in_flight: defaultdict[tuple[str, str], int] = defaultdict(int)
@@ -46,6 +51,9 @@ class InProcessLimiter(ConcurrencyLimiter):
         return ""
 
     async def release(self, account_id: str, model: str, slot: str) -> None:
+        self.release_nowait(account_id, model)
+
+    def release_nowait(self, account_id: str, model: str) -> None:
         key = (account_id, model)
         remaining = self._in_flight[key] - 1
         if remaining > 0:

@@ -51,5 +51,6 @@ def _sqlite_pragmas(dbapi_conn, _record) -> None:
     cursor = dbapi_conn.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA busy_timeout=5000")
+    cursor.execute("PRAGMA synchronous=NORMAL")  # WAL: durable across crashes of the process
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
