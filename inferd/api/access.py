@@ -36,7 +36,7 @@ class AccessLogMiddleware:
             status = status_holder[0]
             metrics.request_counter(route, model, str(status)).inc()
             metrics.latency_histogram(route).observe(duration)
-            if scope["path"] in SKIP_LOG:
+            if scope["path"] in SKIP_LOG or not log.isEnabledFor(logging.INFO):
                 return
             log.info(
                 "request",
