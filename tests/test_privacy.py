@@ -66,6 +66,59 @@ def test_canary_goes_nowhere(server: Server, client: OpenAI, http: httpx.Client)
             if line:
                 outputs.append(json.loads(line[6:])["token"]["text"])
     http.post(f"/v1/inference/{EMBED_MODEL}", json={"inputs": [CANARY]})
+    # LLM features: tools, structured output, logprobs with echo.
+    tool = {
+        "type": "function",
+        "function": {
+            "name": "lookup",
+            "parameters": {
+                "type": "object",
+                "properties": {"q": {"type": "string", "maxLength": 40}},
+                "required": ["q"],
+            },
+        },
+    }
+    called = client.chat.completions.create(
+        model=CHAT_MODEL,
+        messages=[{"role": "user", "content": say}],
+        tools=[tool],
+        tool_choice="required",
+        max_tokens=40,
+    )
+    outputs.append(called.choices[0].message.tool_calls[0].function.arguments)
+    structured = client.chat.completions.create(
+        model=CHAT_MODEL,
+        messages=[{"role": "user", "content": say}],
+        max_tokens=60,
+        response_format={
+            "type": "json_schema",
+            "json_schema": {
+                "name": "x",
+                "schema": {
+                    "type": "object",
+                    "properties": {"word": {"type": "string", "maxLength": 30}},
+                    "required": ["word"],
+                },
+            },
+        },
+        logprobs=True,
+        top_logprobs=2,
+    )
+    outputs.append(structured.choices[0].message.content)
+    client.completions.create(model=CHAT_MODEL, prompt=say, max_tokens=4, echo=True, logprobs=1)
+    # A scoped JWT carrying the canary as its model restriction, and its use.
+    minted = http.post(
+        "/v1/scoped-jwt",
+        json={
+            "api_key_name": next(k["name"] for k in http.get("/v1/api-tokens").json()),
+            "models": [CANARY],
+        },
+    ).json()
+    httpx.post(
+        f"{server.url}/v1/openai/chat/completions",
+        headers={"Authorization": f"Bearer {minted['token']}"},
+        json={"model": CHAT_MODEL, "messages": [{"role": "user", "content": CANARY}]},
+    )
     # Error paths too: a refused request must not log its content either.
     http.post(
         "/v1/openai/chat/completions",
