@@ -63,3 +63,4 @@ def configure_logging(level: str = "INFO") -> None:
         logger.handlers[:] = []
         logger.propagate = True
     logging.getLogger("uvicorn.access").disabled = True  # replaced by inferd.access
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # per-plugin start-up chatter
