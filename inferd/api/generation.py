@@ -16,6 +16,7 @@ from typing import Any
 from starlette.requests import Request
 
 from inferd import metrics
+from inferd.api.disconnect import unless_disconnected
 from inferd.api.errors import APIError, from_engine_event
 from inferd.api.gateway import Admission, Gateway
 from inferd.billing.pricing import token_cost
@@ -112,6 +113,20 @@ class Run:
         if len(self.generations) == 1:
             return [await self.generations[0].collect()]
         return await asyncio.gather(*(g.collect() for g in self.generations))
+
+    async def complete(self, request: Request) -> list[list[list]]:
+        """Non-streaming: every choice to its end, then settle. A worker error becomes its
+        APIError; a client that leaves cancels the work."""
+        try:
+            results = await unless_disconnected(request, self.collect())
+        except GenerationFailed as exc:
+            await self.aclose(exc.error.status)
+            raise exc.error from None
+        except BaseException:
+            await self.aclose(499)
+            raise
+        await self.aclose()
+        return results
 
     async def aclose(self, status: int | None = None) -> None:
         """Every exit path: cancel unfinished work, then settle the admission with what was

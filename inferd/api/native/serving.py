@@ -9,7 +9,6 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from inferd.api import sse
-from inferd.api.disconnect import unless_disconnected
 from inferd.api.embeddings import run_embeddings
 from inferd.api.gateway import Gateway
 from inferd.api.generation import Generation, GenerationFailed, Run, start_run
@@ -94,15 +93,7 @@ async def _text_generation(gateway, request, admission, body: TextGenerationRequ
     )
     if body.stream:
         return StreamingResponse(_stream(run), media_type=sse.MEDIA_TYPE, headers=sse.HEADERS)
-    try:
-        [items] = await unless_disconnected(request, run.collect())
-    except GenerationFailed as exc:
-        await run.aclose(exc.error.status)
-        return exc.error.response()
-    except BaseException:
-        await run.aclose(499)
-        raise
-    await run.aclose()
+    [items] = await run.complete(request)
     generation = run.generations[0]
     response = {
         "request_id": admission.request_id,

@@ -10,7 +10,6 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from inferd.api import sse
-from inferd.api.disconnect import unless_disconnected
 from inferd.api.gateway import Gateway
 from inferd.api.generation import Generation, GenerationFailed, Run, merged, start_run
 from inferd.api.openai.protocol import CompletionRequest
@@ -68,15 +67,7 @@ async def create_completion(gateway: Gateway, request: Request) -> Response:
             media_type=sse.MEDIA_TYPE,
             headers=sse.HEADERS,
         )
-    try:
-        results = await unless_disconnected(request, run.collect())
-    except GenerationFailed as exc:
-        await run.aclose(exc.error.status)
-        return exc.error.response()
-    except BaseException:
-        await run.aclose(499)
-        raise
-    await run.aclose()
+    results = await run.complete(request)
     choices = []
     for generation, items in zip(run.generations, results, strict=True):
         text = generation.text
