@@ -56,18 +56,29 @@ CLOSING_MARGIN = 24
 CLOSING_BIAS = 12.0
 
 
-def is_closer(piece: bytes) -> bool:
+SHORT_VALUES = frozenset({b":", b'":', b'":"', b"null", b"0", b'""', b"true", b"false"})
+
+
+def closing_bias(piece: bytes) -> float:
+    """How much a token helps finish a JSON structure (used near the token budget)."""
     core = piece.strip()
-    return bool(core) and not core.strip(b'"}]')
+    if core and not core.strip(b'"}]'):
+        return CLOSING_BIAS  # only closing characters: `"`, `}`, `]`, `"}`, ...
+    if core in SHORT_VALUES:
+        return CLOSING_BIAS / 2
+    if any(c in core for c in (b",", b"{", b"[")):
+        return -CLOSING_BIAS  # would open a new member or structure
+    return 0.0
 
 
 class LLMEngine(Engine):
     def __init__(self, emit: Emit, backend: LLMBackend) -> None:
         super().__init__(emit)
         self.backend = backend
-        # Tokens made only of closing characters (`"`, `}`, `]`).
-        self._closers = np.array(
-            [is_closer(backend.token_bytes(t)) for t in range(backend.n_vocab)],
+        pieces = [backend.token_bytes(t) for t in range(backend.n_vocab)]
+        self._closing_bias = np.array([closing_bias(p) for p in pieces], dtype=np.float32)
+        self._quote_led = np.array(
+            [CLOSING_BIAS if p.strip().startswith(b'"') else 0.0 for p in pieces],
             dtype=np.float32,
         )
         self._inbox: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
@@ -329,11 +340,17 @@ class LLMEngine(Engine):
         if seq.matcher is not None:
             scores = apply_mask(seq.matcher, scores, self.backend.n_vocab)
             remaining = seq.max_tokens - len(seq.output_ids)
-            if remaining <= CLOSING_MARGIN and not seq.matcher.is_accepting():
-                # Near the token budget, lean towards tokens that close strings, arrays and
-                # objects, so JSON output finishes instead of being cut off mid-structure.
-                scores = scores + self._closers * CLOSING_BIAS
-        token = sample(scores, params, seq.rng)
+            closing = remaining <= CLOSING_MARGIN and not seq.matcher.is_accepting()
+        else:
+            closing = False
+        if closing:
+            # Near the token budget, steer greedily to the end of the structure: closers first,
+            # then short values, never a new member, so JSON finishes instead of being cut off.
+            # Inside a string only a quote closes; outside one a quote would open a new key.
+            quote = self._quote_led if self._in_string(seq) else -self._quote_led
+            token = int(np.argmax(scores + self._closing_bias + quote))
+        else:
+            token = sample(scores, params, seq.rng)
         logprob = log_softmax_at(logits, token)
         top = self._top(logits, params.top_logprobs) if params.top_logprobs else None
         seq.output_ids.append(token)
@@ -366,6 +383,19 @@ class LLMEngine(Engine):
             self._finish(seq, reason="eos" if grammar_done else "length")
             return
         self._emit_items(seq, items)
+
+    def _in_string(self, seq: Sequence) -> bool:
+        """Whether the JSON generated so far ends inside a string (odd unescaped quotes)."""
+        text = b"".join(self.backend.token_bytes(t) for t in seq.output_ids)
+        quotes, escaped = 0, False
+        for byte in text:
+            if escaped:
+                escaped = False
+            elif byte == 0x5C:  # backslash
+                escaped = True
+            elif byte == 0x22:  # quote
+                quotes += 1
+        return quotes % 2 == 1
 
     def _emit_items(self, seq: Sequence, items: list) -> None:
         if items:
