@@ -101,6 +101,14 @@ class Server:
         self._log.close()
         return self.proc.returncode
 
+    def metric(self, name: str, model: str) -> float:
+        """One labelled sample from /metrics (0 when absent)."""
+        prefix = f'{name}{{model="{model}"}} '
+        for line in httpx.get(self.url + "/metrics").text.splitlines():
+            if line.startswith(prefix):
+                return float(line[len(prefix) :])
+        return 0.0
+
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace")
 

@@ -203,13 +203,6 @@ def test_errors_leak_no_slot(http: httpx.Client) -> None:
     assert r.status_code == 200
 
 
-def queue_depth(server: Server, model: str) -> float:
-    for line in httpx.get(server.url + "/metrics").text.splitlines():
-        if line.startswith(f'inferd_queue_depth{{model="{model}"}}'):
-            return float(line.rsplit(" ", 1)[1])
-    return 0.0
-
-
 @pytest.mark.parametrize("stream", [False, True])
 def test_client_disconnect_stops_the_work(server: Server, stream: bool) -> None:
     body = {
@@ -231,6 +224,6 @@ def test_client_disconnect_stops_the_work(server: Server, stream: bool) -> None:
             with pytest.raises(httpx.ReadTimeout):
                 c.post(server.url + CHAT, json=body, headers=headers)
     deadline = time.monotonic() + 5
-    while queue_depth(server, CHAT_MODEL) > 0 and time.monotonic() < deadline:
+    while server.metric("inferd_queue_depth", CHAT_MODEL) > 0 and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert queue_depth(server, CHAT_MODEL) == 0
+    assert server.metric("inferd_queue_depth", CHAT_MODEL) == 0

@@ -12,15 +12,8 @@ import httpx
 from tests.conftest import CHAT_MODEL, Server
 
 
-def restarts(server: Server) -> float:
-    for line in httpx.get(server.url + "/metrics").text.splitlines():
-        if line.startswith(f'inferd_worker_restarts_total{{model="{CHAT_MODEL}"}}'):
-            return float(line.rsplit(" ", 1)[1])
-    return 0.0
-
-
 def test_sigkill_mid_stream(server: Server, http: httpx.Client) -> None:
-    before = restarts(server)
+    before = server.metric("inferd_worker_restarts_total", CHAT_MODEL)
     [pid] = server.worker_pids(CHAT_MODEL)
     body = {
         "model": CHAT_MODEL,
@@ -47,7 +40,7 @@ def test_sigkill_mid_stream(server: Server, http: httpx.Client) -> None:
     r = http.post("/v1/openai/chat/completions", json={**body, "stream": False, "max_tokens": 4})
     assert r.status_code == 200
     assert r.json()["usage"]["completion_tokens"] == 4
-    assert restarts(server) == before + 1
+    assert server.metric("inferd_worker_restarts_total", CHAT_MODEL) == before + 1
     [new_pid] = server.worker_pids(CHAT_MODEL)
     assert new_pid != pid
 

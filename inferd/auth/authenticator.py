@@ -77,7 +77,7 @@ class Authenticator:
                 raise AuthError("The scoped JWT has expired.")
             return hit[1]
         check: Callable[[str], Principal] = (
-            self._verify_jwt if token.startswith(JWT_PREFIX) else self._verify_key
+            self.verify_jwt if token.startswith(JWT_PREFIX) else self._verify_key
         )
         # Single flight: concurrent requests with one credential share one database read.
         lookup = self._inflight.get(token)
@@ -90,6 +90,9 @@ class Authenticator:
             self._cache.clear()
         self._cache[token] = (now + self.cache_ttl_s, principal)
         return principal
+
+    def clear_cache(self) -> None:
+        self._cache.clear()
 
     def evict(self, account_id: str, key_name: str) -> None:
         """Forget cached credentials of one key (it was revoked)."""
@@ -114,7 +117,7 @@ class Authenticator:
         key_name, _, account = row
         return _principal(account, key_name)
 
-    def _verify_jwt(self, token: str) -> Principal:
+    def verify_jwt(self, token: str) -> Principal:
         raw = token[len(JWT_PREFIX) :]
         try:
             header = jwt.get_unverified_header(raw)

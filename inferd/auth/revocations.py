@@ -58,7 +58,7 @@ class Revocations:
             except Exception as exc:
                 # While disconnected, also drop the whole cache: a missed revocation must not
                 # outlive the reconnect.
-                self.auth._cache.clear()
+                self.auth.clear_cache()
                 log.warning(
                     "revocation channel lost; reconnecting", extra={"error": type(exc).__name__}
                 )

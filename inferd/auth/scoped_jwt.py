@@ -73,7 +73,7 @@ def inspect(auth: Authenticator, caller: Principal, token: str) -> dict[str, Any
     if not token.startswith(JWT_PREFIX):
         token = JWT_PREFIX + token
     try:
-        decoded = auth._verify_jwt(token)
+        decoded = auth.verify_jwt(token)
     except AuthError as exc:
         raise ScopedJwtError(str(exc), 400) from None
     if decoded.account_id != caller.account_id:

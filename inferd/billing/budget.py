@@ -50,9 +50,6 @@ class Budget(ABC):
     @abstractmethod
     async def settle(self, reservation: Reservation, actual: float) -> None: ...
 
-    async def spent(self, key: str) -> float:  # pragma: no cover - overridden
-        raise NotImplementedError
-
 
 def _refusal(scope: Scope, spent: float) -> OverBudget:
     return OverBudget(
@@ -95,10 +92,6 @@ class InProcessBudget(Budget):
         for scope in reservation.scopes:
             self._reserved[scope.key] -= reservation.amount
             self._settled[scope.key] += min(actual, reservation.amount)
-
-    async def spent(self, key: str) -> float:
-        await self._load(key)
-        return self._settled[key]
 
 
 RESERVE = """
@@ -165,7 +158,3 @@ class RedisBudget(Budget):
             keys=[self._key(s.key) for s in reservation.scopes],
             args=[repr(reservation.amount), repr(min(actual, reservation.amount))],
         )
-
-    async def spent(self, key: str) -> float:
-        await self._load(key)
-        return float(await self.redis.hget(self._key(key), "settled") or 0)

@@ -60,6 +60,3 @@ class InProcessLimiter(ConcurrencyLimiter):
             self._in_flight[key] = remaining
         else:
             self._in_flight.pop(key, None)
-
-    def in_flight(self, account_id: str, model: str) -> int:
-        return self._in_flight.get((account_id, model), 0)

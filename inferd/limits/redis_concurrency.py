@@ -74,11 +74,6 @@ class RedisLimiter(ConcurrencyLimiter):
         if key is not None:
             await self.redis.zrem(key, slot)
 
-    async def count(self, account_id: str, model: str) -> int:
-        key = self._key(account_id, model)
-        await self.redis.zremrangebyscore(key, "-inf", time.time())
-        return int(await self.redis.zcard(key))
-
     async def _renew_forever(self) -> None:
         while True:
             await asyncio.sleep(self.ttl / 3)

@@ -31,7 +31,3 @@ def encode(message: dict[str, Any]) -> bytes:
 
 def decode(body: bytes) -> dict[str, Any]:
     return orjson.loads(body)
-
-
-class FrameError(Exception):
-    pass
