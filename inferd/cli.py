@@ -120,6 +120,17 @@ def usage(args: argparse.Namespace) -> None:
         )
 
 
+def models_build(args: argparse.Namespace) -> None:
+    import os
+
+    from inferd.catalog.tiny import build_all
+
+    # Builders find the converted-weights cache through the same variable as the workers.
+    os.environ.setdefault("INFERD_MODEL_CACHE", str(load_settings().model_cache))
+    for path in build_all():
+        print(f"built {path}")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="inferd")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -161,6 +172,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--until")
     p.add_argument("--model")
     p.set_defaults(func=usage)
+
+    models = sub.add_parser("models", help="model files").add_subparsers(dest="op", required=True)
+    p = models.add_parser("build", help="build the small models of the default catalog")
+    p.set_defaults(func=models_build)
 
     args = parser.parse_args(argv)
     args.func(args)

@@ -45,7 +45,17 @@ class Settings(BaseModel):
     log_level: str = "INFO"
     max_output_tokens: int = 16384
     default_native_max_new_tokens: int = 512
-    max_request_bytes: int = 8 * 1024 * 1024
+    # Room for a 20 MB image as a base64 data URL.
+    max_request_bytes: int = 32 * 1024 * 1024
+    max_image_bytes: int = 20 * 1024 * 1024
+    max_images: int = 8
+    fetch_timeout_s: float = 10.0
+    fetch_allow_private: bool = Field(
+        default=False, description="Let URL inputs reach private/loopback addresses (SSRF!)."
+    )
+    fetch_allow_hosts: str = Field(
+        default="", description="Comma-separated host:port exempt from the private-address check."
+    )
     concurrency_limit: int = 200
     drain_timeout_s: float = 30.0
     model_ready_timeout_s: float = 300.0

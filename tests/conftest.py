@@ -7,9 +7,12 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
@@ -17,6 +20,7 @@ from openai import OpenAI
 
 CHAT_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
 EMBED_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+VISION_MODEL = "inferd/SmolVLM-tiny"
 ADMIN_KEY = "ik_test_admin_key_0123456789"
 
 
@@ -113,9 +117,58 @@ class Server:
         return self.log_path.read_text(errors="replace")
 
 
+class MediaServer:
+    """A real HTTP server on loopback that serves test files (images, audio) by name, and
+    redirects (`/redirect?to=URL`): the remote host behind URL inputs."""
+
+    def __init__(self) -> None:
+        self.files: dict[str, tuple[bytes, str]] = {}
+        files = self.files
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                parts = urlsplit(self.path)
+                if parts.path == "/redirect":
+                    self.send_response(302)
+                    self.send_header("Location", parse_qs(parts.query)["to"][0])
+                    self.end_headers()
+                    return
+                body, kind = files.get(parts.path.lstrip("/"), (b"", ""))
+                self.send_response(200 if kind else 404)
+                self.send_header("Content-Type", kind or "text/plain")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.httpd.server_address[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def add(self, name: str, body: bytes, kind: str) -> str:
+        self.files[name] = (body, kind)
+        return f"{self.url}/{name}"
+
+
 @pytest.fixture(scope="session")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    srv = Server(tmp_path_factory.mktemp("inferd"), {"INFERD_ADMIN_KEY": ADMIN_KEY}).start()
+def media_server() -> Iterator[MediaServer]:
+    srv = MediaServer()
+    yield srv
+    srv.httpd.shutdown()
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory, media_server: MediaServer) -> Iterator[Server]:
+    env = {
+        "INFERD_ADMIN_KEY": ADMIN_KEY,
+        # URL inputs may reach this one loopback host:port; the SSRF guard refuses all others.
+        "INFERD_FETCH_ALLOW_HOSTS": f"127.0.0.1:{media_server.port}",
+        "INFERD_MAX_IMAGE_BYTES": str(2 * 1024 * 1024),
+    }
+    srv = Server(tmp_path_factory.mktemp("inferd"), env).start()
     yield srv
     srv.stop()
 

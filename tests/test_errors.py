@@ -163,7 +163,7 @@ def test_output_cap_applies(http: httpx.Client) -> None:
 
 
 def test_oversized_body_is_413(http: httpx.Client) -> None:
-    r = http.post(CHAT, content=b"x" * (9 * 1024 * 1024))
+    r = http.post(CHAT, content=b"x" * (33 * 1024 * 1024))
     assert r.status_code == 413
     assert "exceeds" in r.json()["error"]["message"]
 

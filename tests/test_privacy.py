@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 import os
 import tempfile
@@ -10,8 +12,9 @@ from pathlib import Path
 
 import httpx
 from openai import OpenAI
+from PIL import Image, PngImagePlugin
 
-from tests.conftest import CHAT_MODEL, EMBED_MODEL, Server
+from tests.conftest import CHAT_MODEL, EMBED_MODEL, VISION_MODEL, MediaServer, Server
 
 CANARY = "zebracanary7Q4x"
 
@@ -32,7 +35,9 @@ def files_under(root: Path, since: float | None = None):
                 continue
 
 
-def test_canary_goes_nowhere(server: Server, client: OpenAI, http: httpx.Client) -> None:
+def test_canary_goes_nowhere(
+    server: Server, client: OpenAI, http: httpx.Client, media_server: MediaServer
+) -> None:
     started = time.time() - 1
     say = f"Please repeat the word {CANARY} exactly: {CANARY}"
     chat = client.chat.completions.create(
@@ -66,6 +71,20 @@ def test_canary_goes_nowhere(server: Server, client: OpenAI, http: httpx.Client)
             if line:
                 outputs.append(json.loads(line[6:])["token"]["text"])
     http.post(f"/v1/inference/{EMBED_MODEL}", json={"inputs": [CANARY]})
+    # Vision: the canary in the text and inside the image file (a PNG text chunk), sent as a
+    # data URL and fetched from a URL.
+    info = PngImagePlugin.PngInfo()
+    info.add_text("Comment", CANARY)
+    buf = io.BytesIO()
+    Image.new("RGB", (32, 32)).save(buf, "PNG", pnginfo=info)
+    fetched = media_server.add("canary.png", buf.getvalue(), "image/png")
+    inline = "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+    for url in (inline, fetched):
+        parts = [{"type": "text", "text": say}, {"type": "image_url", "image_url": {"url": url}}]
+        vision = client.chat.completions.create(
+            model=VISION_MODEL, messages=[{"role": "user", "content": parts}], max_tokens=8
+        )
+        outputs.append(vision.choices[0].message.content)
     # LLM features: tools, structured output, logprobs with echo.
     tool = {
         "type": "function",

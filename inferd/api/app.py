@@ -84,6 +84,7 @@ def create_app(
             # before lifespan shutdown runs; refuse anything still arriving, then stop workers.
             gateway.draining = True
             await runtime.stop()
+            await gateway.media.aclose()
             await revocations.close()
             await ledger.close()
             await limiter.close()

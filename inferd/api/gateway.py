@@ -22,6 +22,7 @@ from starlette.requests import Request
 
 from inferd import metrics
 from inferd.api.errors import APIError, from_validation
+from inferd.api.media.inputs import MediaInputs
 from inferd.auth import Authenticator, AuthError, Principal
 from inferd.billing.budget import Budget, OverBudget, Reservation, Scope
 from inferd.billing.ledger import UsageLedger, UsageRecord
@@ -99,6 +100,7 @@ class Gateway:
         self.limiter = limiter
         self.budget = budget
         self.ledger = ledger
+        self.media = MediaInputs(settings)
         self.draining = False
 
     async def read_json(self, request: Request, model_type: type[M]) -> M:
@@ -140,6 +142,30 @@ class Gateway:
             return await self.auth.authenticate(request.headers.get("authorization"))
         except AuthError as exc:
             raise APIError(exc.status, str(exc), code="invalid_api_key") from None
+
+    def features(self, spec: ModelSpec) -> list[str]:
+        """The catalog's tags plus what the loaded engine reports it can do."""
+        reported = self.runtime.info(spec.name).get("features", [])
+        return sorted({*spec.tags, *reported})
+
+    def require_features(self, model: str, wanted: dict[str, str]) -> None:
+        """400 naming the feature when the model cannot do what the request asks for.
+        Unknown models pass through (admit gives the 404)."""
+        try:
+            spec = self.catalog.resolve(model)
+        except ModelNotFound:
+            return
+        if not wanted or not self.runtime.info(spec.name):
+            return  # not loaded yet: the engine refuses what it cannot do itself
+        have = self.features(spec)
+        for feature, asked_by in wanted.items():
+            if feature not in have:
+                raise APIError(
+                    400,
+                    f"The model `{spec.name}` does not support {feature} ({asked_by}).",
+                    code="unsupported_feature",
+                    param="model",
+                )
 
     async def admit(
         self,

@@ -17,7 +17,7 @@ def model_card(gateway: Gateway, spec: ModelSpec) -> dict[str, Any]:
         "model_name": spec.name,
         "task": spec.task,
         "type": spec.task,
-        "tags": spec.tags,
+        "tags": gateway.features(spec),
         "description": spec.description,
         "context_length": gateway.context_length(spec),
         "max_output_tokens": gateway.settings.max_output_tokens

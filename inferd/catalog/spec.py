@@ -23,21 +23,24 @@ class Price(BaseModel):
 
 
 class Weights(BaseModel):
-    """Where a model's files come from: exactly one of package, folder or hf_repo."""
+    """Where a model's files come from: exactly one of package, folder, hf_repo or build."""
 
     model_config = ConfigDict(extra="forbid")
 
     package: str | None = Field(default=None, description="Installed Python package holding files.")
     folder: str | None = Field(default=None, description="A local directory or file.")
     hf_repo: str | None = Field(default=None, description="A repo already in the local HF cache.")
+    build: str | None = Field(
+        default=None, description="A small model inferd builds once into the model cache."
+    )
     revision: str | None = None
     path: str = Field(default="", description="File or subfolder inside the source.")
 
     @model_validator(mode="after")
     def _one_source(self) -> Weights:
-        sources = [s for s in (self.package, self.folder, self.hf_repo) if s]
+        sources = [s for s in (self.package, self.folder, self.hf_repo, self.build) if s]
         if len(sources) != 1:
-            raise ValueError("weights needs exactly one of: package, folder, hf_repo")
+            raise ValueError("weights needs exactly one of: package, folder, hf_repo, build")
         return self
 
 

@@ -20,6 +20,10 @@ def resolve_weights(weights: Weights) -> Path:
         if spec is None or not spec.submodule_search_locations:
             raise WeightsNotFound(f"weights package {weights.package!r} is not installed")
         base = Path(next(iter(spec.submodule_search_locations)))
+    elif weights.build:
+        from inferd.catalog.tiny import built_folder
+
+        base = built_folder(weights.build)
     elif weights.folder:
         base = Path(weights.folder).expanduser()
     else:

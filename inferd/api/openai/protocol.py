@@ -38,6 +38,27 @@ class ChatMessage(_Lenient):
             return [str(p.get("type")) for p in self.content if p.get("type") != "text"]
         return []
 
+    def image_urls(self) -> list[str]:
+        """URLs of the `image_url` parts, in order (`{"url": ...}` or a bare string)."""
+        urls = []
+        for part in self.content if isinstance(self.content, list) else ():
+            if part.get("type") == "image_url":
+                ref = part.get("image_url")
+                urls.append(ref.get("url") if isinstance(ref, dict) else ref)
+        return urls
+
+    def wire_content(self) -> str | list[dict[str, Any]]:
+        """Text, or text and image placeholders in order when the message holds images."""
+        if not self.image_urls():
+            return self.text()
+        parts: list[dict[str, Any]] = []
+        for part in self.content or ():
+            if part.get("type") == "text":
+                parts.append({"type": "text", "text": str(part.get("text", ""))})
+            elif part.get("type") == "image_url":
+                parts.append({"type": "image"})
+        return parts
+
 
 class SamplingFields(_Lenient):
     """Fields shared by chat and legacy completions."""
@@ -100,27 +121,44 @@ class ChatCompletionRequest(SamplingFields):
     parallel_tool_calls: bool | None = None
     response_format: dict[str, Any] | None = None
 
-    def prompt_bound(self) -> int:
+    def prompt_bound(self, tokens_per_image: int) -> int:
         """Upper bound on prompt tokens (a token is at least one byte), for budgets."""
         tools = len(str(self.tools or "")) if self.tools else 0
-        return sum(len(m.text().encode()) + 16 for m in self.messages) + 64 + 2 * tools
+        text = sum(len(m.text().encode()) + 16 for m in self.messages) + 64 + 2 * tools
+        return text + tokens_per_image * len(self.image_urls())
+
+    def image_urls(self) -> list[str]:
+        return [url for m in self.messages for url in m.image_urls()]
+
+    def features(self) -> dict[str, str]:
+        """Features this request needs from the model: tag → what asked for it."""
+        wanted = {}
+        if self.image_urls():
+            wanted["vision"] = "`image_url` message parts"
+        if self.tools and self.tool_choice != "none":
+            wanted["tools"] = "`tools`"
+        if self.response_format and self.response_format.get("type") != "text":
+            wanted["json_mode"] = "`response_format`"
+        if self.logprobs:
+            wanted["logprobs"] = "`logprobs`"
+        return wanted
 
     def refuse_unsupported(self) -> None:
         """Features this server lacks are refused by name, never silently ignored."""
         for message in self.messages:
             for part in message.non_text_parts():
-                raise APIError(
-                    400,
-                    f"Message parts of type `{part}` are not supported by this "
-                    "model (it is not a vision model).",
-                    param="messages",
-                    code="unsupported_content",
-                )
+                if part != "image_url":
+                    raise APIError(
+                        400,
+                        f"Message parts of type `{part}` are not supported.",
+                        param="messages",
+                        code="unsupported_content",
+                    )
 
     def wire_messages(self) -> list[dict[str, Any]]:
         out = []
         for m in self.messages:
-            message: dict[str, Any] = {"role": m.role, "content": m.text()}
+            message: dict[str, Any] = {"role": m.role, "content": m.wire_content()}
             if m.name:
                 message["name"] = m.name
             if m.tool_calls:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -10,12 +11,16 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from inferd.api import sse
+from inferd.api.errors import APIError
 from inferd.api.gateway import Gateway
 from inferd.api.generation import Generation, GenerationFailed, Run, merged, start_run
 from inferd.api.openai.protocol import ChatCompletionRequest
 from inferd.api.openai.tools import ToolPlan, new_call_id, plan_tools
 from inferd.api.response_format import constraint_for
 from inferd.api.responses import JSONResponse
+
+# Budget reservations only: images are billed at the tokens the model actually gave them.
+TOKENS_PER_IMAGE_BOUND = 2048
 
 
 def logprob_entries(items: list[list]) -> list[dict[str, Any]]:
@@ -65,15 +70,24 @@ async def create_chat_completion(gateway: Gateway, request: Request) -> Response
     body = await gateway.read_json(request, ChatCompletionRequest)
     request.scope.setdefault("state", {})["route"] = "chat"
     body.refuse_unsupported()
+    gateway.require_features(body.model, body.features())
     plan = plan_tools(body.tools, body.tool_choice)
     payloads = build_payloads(gateway, body, plan)
     admission = await gateway.admit(
         request,
         body.model,
         ("text-generation",),
-        prompt_bound=body.prompt_bound(),
+        prompt_bound=body.prompt_bound(TOKENS_PER_IMAGE_BOUND),
         max_output=(payloads[0]["params"]["max_tokens"] or 0) * body.n or None,
     )
+    if urls := body.image_urls():
+        try:
+            images = await gateway.media.images(urls, "messages.content.image_url")
+        except APIError as exc:
+            await admission.finish(exc.status)
+            raise
+        encoded = [base64.b64encode(image).decode() for image in images]
+        payloads = [{**payload, "images": encoded} for payload in payloads]
     run = await start_run(gateway, admission, request, payloads)
     completion_id = "chatcmpl-" + admission.request_id
     created = int(time.time())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -17,6 +18,7 @@ class ForwardEntry:
     pos: int
     want_logits: bool
     all_logits: bool = False  # one row per token (prompt scoring), else the last only
+    media: Any = None  # the sequence's images (vision backends), as encode_multimodal made them
 
 
 class LLMBackend(ABC):
@@ -31,9 +33,15 @@ class LLMBackend(ABC):
     bos_token: str
     eos_token: str
     chat_template: str | None
+    vision: bool = False  # takes images in chat messages (encode_multimodal)
 
     @abstractmethod
     def tokenize(self, text: str, add_special: bool) -> list[int]: ...
+
+    def encode_multimodal(self, prompt: str, images: list[bytes]) -> tuple[list[int], Any]:
+        """Token ids of a rendered prompt whose image placeholders are expanded, and the
+        media object that forward() reads the image features from."""
+        raise NotImplementedError("this backend does not take images")
 
     @abstractmethod
     def token_bytes(self, token_id: int) -> bytes: ...

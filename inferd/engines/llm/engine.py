@@ -9,6 +9,7 @@ plus what it already generated; clients see no difference except latency.
 
 from __future__ import annotations
 
+import base64
 import itertools
 import queue
 import threading
@@ -46,6 +47,7 @@ class Sequence:
     matcher: Any = None  # llguidance.LLMatcher when decoding is constrained
     score_prompt: bool = False  # prompt logprobs still to be reported
     prompt_scores: list = field(default_factory=list)
+    media: Any = None  # images of a vision prompt (backend-specific, see encode_multimodal)
 
     @property
     def prefilling(self) -> bool:
@@ -96,6 +98,10 @@ class LLMEngine(Engine):
             "context_length": self.backend.context_length,
             "max_seqs": self.backend.max_seqs,
             "n_vocab": self.backend.n_vocab,
+            "features": sorted(
+                {"chat", "completion", "streaming", "logprobs", "tools", "json_mode"}
+                | ({"vision"} if self.backend.vision else set())
+            ),
         }
 
     # -- requests (called on the worker's reader thread) ------------------------------------
@@ -123,6 +129,7 @@ class LLMEngine(Engine):
     def _prepare(self, request_id: str, payload: dict[str, Any]) -> Sequence:
         backend = self.backend
         params = SamplingParams.from_dict(payload.get("params", {}))
+        media = None
         if payload.get("messages") is not None:
             messages, extra = prepare_messages(
                 backend.chat_template,
@@ -130,6 +137,11 @@ class LLMEngine(Engine):
                 payload.get("tools"),
                 payload.get("tool_prompt"),
             )
+            images = [base64.b64decode(b) for b in payload.get("images") or ()]
+            if images and not backend.vision:
+                raise EngineError("This model does not take images.", code="unsupported_content")
+            if backend.vision:
+                messages = [_with_parts(m) for m in messages]
             prompt = render_chat(
                 backend.chat_template,
                 messages,
@@ -138,7 +150,15 @@ class LLMEngine(Engine):
                 **extra,
             )
             # The template writes BOS itself when the model wants one.
-            ids = backend.tokenize(prompt, add_special=False)
+            if backend.vision:
+                ids, media = backend.encode_multimodal(prompt, images)
+                if images and media is None:
+                    raise EngineError(
+                        "The chat template placed no image in the prompt.",
+                        code="unsupported_content",
+                    )
+            else:
+                ids = backend.tokenize(prompt, add_special=False)
         else:
             ids = backend.tokenize(payload.get("prompt", ""), add_special=backend.add_bos)
         if not ids:
@@ -178,6 +198,7 @@ class LLMEngine(Engine):
             feed=list(ids),
             matcher=matcher,
             score_prompt=params.prompt_logprobs,
+            media=media,
         )
 
     # -- scheduler thread -------------------------------------------------------------------
@@ -261,7 +282,12 @@ class LLMEngine(Engine):
                 last = end == len(seq.feed)
                 entries.append(
                     ForwardEntry(
-                        seq.slot, seq.feed[seq.n_cached : end], seq.n_cached, last, seq.score_prompt
+                        seq.slot,
+                        seq.feed[seq.n_cached : end],
+                        seq.n_cached,
+                        last,
+                        seq.score_prompt,
+                        seq.media,
                     )
                 )
                 owners.append(seq)
@@ -430,3 +456,11 @@ class LLMEngine(Engine):
             self._free_slots.append(seq.slot)
             seq.slot = -1
             seq.n_cached = 0
+
+
+def _with_parts(message: dict[str, Any]) -> dict[str, Any]:
+    """Vision chat templates expect content as a list of parts, as the processor gives it."""
+    content = message.get("content")
+    if isinstance(content, list):
+        return message
+    return {**message, "content": [{"type": "text", "text": content or ""}]}

@@ -9,6 +9,7 @@ forward pass itself: fusing ragged KV caches is left to the llama.cpp backend).
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -44,11 +45,16 @@ class TransformersBackend(LLMBackend):
             from inferd.engines.llm.gguf_convert import converted_folder
 
             model_path = converted_folder(model_path)
-        self.tokenizer = AutoTokenizer.from_pretrained(str(model_path), local_files_only=True)
-        self.model = AutoModelForCausalLM.from_pretrained(
-            str(model_path), dtype=torch.float32, local_files_only=True
-        ).eval()
+        self.processor = None
+        if _is_vision_folder(model_path):
+            self._load_vision(model_path)
+        else:
+            self.tokenizer = AutoTokenizer.from_pretrained(str(model_path), local_files_only=True)
+            self.model = AutoModelForCausalLM.from_pretrained(
+                str(model_path), dtype=torch.float32, local_files_only=True
+            ).eval()
         config = self.model.config
+        config = getattr(config, "text_config", None) or config
         self.n_vocab = int(self.model.get_output_embeddings().weight.shape[0])
         limit = getattr(config, "max_position_embeddings", None) or context_length
         self.context_length = min(context_length, int(limit))
@@ -56,7 +62,7 @@ class TransformersBackend(LLMBackend):
         self.kv_tokens = self.context_length * self.max_seqs
         self.batch_tokens = int(options.get("batch_tokens", 256))
         tok = self.tokenizer
-        self.chat_template = tok.chat_template
+        self.chat_template = getattr(self.processor, "chat_template", None) or tok.chat_template
         self.bos_token = tok.bos_token or ""
         self.eos_token = tok.eos_token or ""
         probe = tok("a", add_special_tokens=True)["input_ids"]
@@ -68,6 +74,57 @@ class TransformersBackend(LLMBackend):
         self._pieces = self._token_pieces()
         self._caches: dict[int, Any] = {}
         self._lltok = None
+
+    def _load_vision(self, model_path: Path) -> None:
+        """An image-text-to-text model (SmolVLM/Idefics3, ...) with its processor."""
+        from transformers import AutoModelForImageTextToText, AutoProcessor
+
+        self.processor = AutoProcessor.from_pretrained(str(model_path), local_files_only=True)
+        self.tokenizer = self.processor.tokenizer
+        self.model = AutoModelForImageTextToText.from_pretrained(
+            str(model_path), dtype=self._torch.float32, local_files_only=True
+        ).eval()
+        self.image_token_id = int(self.model.config.image_token_id)
+        self.vision = True
+
+    def encode_multimodal(self, prompt: str, images: list[bytes]) -> tuple[list[int], Any]:
+        import io
+
+        from PIL import Image
+
+        if self.processor is None:
+            return super().encode_multimodal(prompt, images)
+        pictures = [Image.open(io.BytesIO(data)).convert("RGB") for data in images]
+        inputs = self.processor(
+            text=prompt, images=[pictures] if pictures else None, return_tensors="pt"
+        )
+        ids = inputs["input_ids"][0].tolist()
+        if not pictures:
+            return ids, None
+        media = _Media(
+            pixel_values=inputs["pixel_values"],
+            pixel_attention_mask=inputs.get("pixel_attention_mask"),
+            image_positions=np.flatnonzero(np.asarray(ids) == self.image_token_id),
+        )
+        return ids, media
+
+    def _embeds(self, entry: ForwardEntry):
+        """Token embeddings of the entry's chunk with image features in the image slots."""
+        torch = self._torch
+        ids = torch.tensor([entry.tokens], dtype=torch.long)
+        embeds = self.model.get_input_embeddings()(ids)
+        mask = ids[0] == self.image_token_id
+        n_images = int(mask.sum())
+        if n_images:
+            media: _Media = entry.media
+            if media.features is None:
+                media.features = self.model.model.get_image_features(
+                    media.pixel_values, media.pixel_attention_mask
+                ).pooler_output[0]
+            # A chunked prefill may start mid-prompt: earlier image tokens took earlier rows.
+            start = int(np.searchsorted(media.image_positions, entry.pos))
+            embeds[0, mask] = media.features[start : start + n_images].to(embeds.dtype)
+        return embeds
 
     def _token_pieces(self) -> list[bytes]:
         tok = self.tokenizer
@@ -108,11 +165,14 @@ class TransformersBackend(LLMBackend):
             cache = self._caches.get(entry.slot)
             if cache is None:
                 cache = self._caches[entry.slot] = DynamicCache()
-            ids = torch.tensor([entry.tokens], dtype=torch.long)
             positions = torch.arange(entry.pos, entry.pos + len(entry.tokens))[None, :]
             with torch.inference_mode():
+                if entry.media is not None:
+                    inputs = {"inputs_embeds": self._embeds(entry)}
+                else:
+                    inputs = {"input_ids": torch.tensor([entry.tokens], dtype=torch.long)}
                 out = self.model(
-                    input_ids=ids,
+                    **inputs,
                     past_key_values=cache,
                     position_ids=positions,
                     use_cache=True,
@@ -135,3 +195,18 @@ class TransformersBackend(LLMBackend):
 
     def release(self, slot: int) -> None:
         self._caches.pop(slot, None)
+
+
+def _is_vision_folder(path: Path) -> bool:
+    import json
+
+    config = path / "config.json"
+    return config.is_file() and "vision_config" in json.loads(config.read_text())
+
+
+@dataclass
+class _Media:
+    pixel_values: Any
+    pixel_attention_mask: Any
+    image_positions: np.ndarray  # prompt positions of the image tokens, ascending
+    features: Any = None  # [image tokens, hidden], computed on first use

@@ -1,0 +1,1 @@
+"""User-supplied binary inputs: data URLs, SSRF-guarded URL fetches, format checks."""

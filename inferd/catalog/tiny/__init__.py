@@ -1,0 +1,52 @@
+"""Small models built on this machine for tasks with no offline weights (DESIGN.md).
+
+Each builder writes an ordinary transformers/diffusers folder from a fixed seed; the engines
+load it with the same code that loads real weights from a folder or the hub cache. Folders are
+built once into the model cache (`make setup` builds them ahead; a missing one is built on
+first load) and named by builder version, so a changed builder never reuses a stale folder.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+from inferd.engines.llm.gguf_convert import cache_root
+
+
+def _vlm(target: Path) -> None:
+    from inferd.catalog.tiny import vlm
+
+    vlm.build(target)
+
+
+BUILDERS: dict[str, tuple[int, Callable[[Path], None]]] = {
+    "smolvlm-tiny": (1, _vlm),
+}
+
+
+def built_folder(name: str) -> Path:
+    if name not in BUILDERS:
+        raise FileNotFoundError(f"no model builder named {name!r} (known: {sorted(BUILDERS)})")
+    version, builder = BUILDERS[name]
+    target = cache_root() / "built" / f"{name}-v{version}"
+    if target.is_dir():
+        return target
+    partial = target.with_name(f"{target.name}.partial-{os.getpid()}")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    try:
+        builder(partial)
+        partial.rename(target)  # atomic: a concurrent builder either wins or finds it done
+    except OSError:
+        if not target.is_dir():
+            raise
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
+    return target
+
+
+def build_all() -> list[Path]:
+    return [built_folder(name) for name in BUILDERS]
