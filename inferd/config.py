@@ -49,6 +49,7 @@ class Settings(BaseModel):
     max_request_bytes: int = 32 * 1024 * 1024
     max_image_bytes: int = 20 * 1024 * 1024
     max_images: int = 8
+    max_audio_bytes: int = 25 * 1024 * 1024
     fetch_timeout_s: float = 10.0
     fetch_allow_private: bool = Field(
         default=False, description="Let URL inputs reach private/loopback addresses (SSRF!)."

@@ -23,6 +23,7 @@ from starlette.requests import Request
 from inferd import metrics
 from inferd.api.errors import APIError, from_validation
 from inferd.api.media.inputs import MediaInputs
+from inferd.api.media.multipart import parse_form
 from inferd.auth import Authenticator, AuthError, Principal
 from inferd.billing.budget import Budget, OverBudget, Reservation, Scope
 from inferd.billing.ledger import UsageLedger, UsageRecord
@@ -117,6 +118,13 @@ class Gateway:
         if not isinstance(data, dict):
             raise APIError(400, "The body must be a JSON object.", code="invalid_json")
         return data
+
+    async def read_fields(self, request: Request) -> dict[str, Any]:
+        """A JSON object, or a multipart/form-data body (files as bytes, in memory)."""
+        content_type = request.headers.get("content-type", "")
+        if content_type.startswith("multipart/form-data"):
+            return parse_form(content_type, await self.read_body(request))
+        return await self.read_object(request)
 
     @staticmethod
     def validate(model_type: type[M], data: dict[str, Any]) -> M:

@@ -17,3 +17,13 @@ def token_cost(price: Price, input_tokens: int, output_tokens: int) -> float:
 def max_cost(price: Price, prompt_bound: int, output_tokens: int) -> float:
     """The most a request can cost: what a spending limit reserves before work starts."""
     return token_cost(price, prompt_bound, output_tokens)
+
+
+def task_cost(
+    price: Price, input_tokens: int, output_tokens: int, units: dict[str, float]
+) -> float:
+    """Tokens (or characters, for speech synthesis), images and audio seconds."""
+    cost = token_cost(price, input_tokens, output_tokens)
+    cost += units.get("images", 0) * price.per_image
+    cost += units.get("audio_seconds", 0) * price.per_audio_second
+    return round(cost, 10)

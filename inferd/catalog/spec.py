@@ -6,8 +6,18 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-Task = Literal["text-generation", "embeddings"]
-EngineKind = Literal["llm", "embeddings", "null"]
+Task = Literal[
+    "text-generation",
+    "embeddings",
+    "automatic-speech-recognition",
+    "text-to-speech",
+    "ocr",
+    "token-classification",
+    "image-classification",
+    "text-classification",
+    "reranking",
+]
+EngineKind = Literal["llm", "embeddings", "task", "null"]
 
 
 class Price(BaseModel):

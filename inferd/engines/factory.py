@@ -18,6 +18,11 @@ def build_engine(spec: ModelSpec, emit: Emit) -> Engine:
         from inferd.engines.embeddings import EmbeddingsEngine
 
         return EmbeddingsEngine(emit, path, spec.context_length, spec.options)
+    if spec.engine == "task":
+        from inferd.engines.task import TaskEngine
+        from inferd.engines.tasks import load_task_model
+
+        return TaskEngine(emit, load_task_model(spec, path))
     if spec.engine == "llm":
         from inferd.engines.llm.engine import LLMEngine
 

@@ -1,4 +1,8 @@
-"""The gateway's access to user-given media: one HTTP client, one fetch policy, the limits."""
+"""The gateway's access to user-given media: one HTTP client, one fetch policy, the limits.
+
+A media field may hold a file upload (multipart), a data URL or an http(s) URL; whatever it
+is, the bytes are checked (size → 413, format → 415, decodable → 400) before a model sees them.
+"""
 
 from __future__ import annotations
 
@@ -7,19 +11,20 @@ import asyncio
 import httpx
 
 from inferd.api.errors import APIError
-from inferd.api.media.fetch import FetchPolicy
-from inferd.api.media.images import ImageLimits, load_image
+from inferd.api.media.audio import sniff_audio
+from inferd.api.media.fetch import FetchPolicy, fetch_url
+from inferd.api.media.images import check_decodes, decode_data_url, sniff_image
 from inferd.config import Settings
 
 
 class MediaInputs:
     def __init__(self, settings: Settings) -> None:
+        self.settings = settings
         self.policy = FetchPolicy(
             allow_private=settings.fetch_allow_private,
             allow_hosts=frozenset(h.strip() for h in settings.fetch_allow_hosts.split(",") if h),
             timeout_s=settings.fetch_timeout_s,
         )
-        self.image_limits = ImageLimits(settings.max_image_bytes, settings.max_images)
         # Redirects are followed by fetch_url itself (each hop re-checked); no proxies from env.
         self.client = httpx.AsyncClient(
             follow_redirects=False,
@@ -29,26 +34,60 @@ class MediaInputs:
         )
 
     async def images(self, refs: list[str], field: str) -> list[bytes]:
-        if len(refs) > self.image_limits.max_count:
+        limit = self.settings.max_images
+        if len(refs) > limit:
+            raise APIError(400, f"`{field}`: at most {limit} images per request.", param=field)
+        return list(await asyncio.gather(*(self.image(ref, field) for ref in refs)))
+
+    async def image(self, value: str | bytes, field: str) -> bytes:
+        data = await self._bytes(value, field, self.settings.max_image_bytes)
+        if sniff_image(data) is None:
             raise APIError(
-                400,
-                f"`{field}`: at most {self.image_limits.max_count} images per request.",
+                415,
+                f"`{field}`: unsupported image format; send jpg, png or webp.",
                 param=field,
+                code="unsupported_media_type",
             )
-        return list(
-            await asyncio.gather(
-                *(
-                    load_image(
-                        ref,
-                        field,
-                        client=self.client,
-                        policy=self.policy,
-                        limits=self.image_limits,
-                    )
-                    for ref in refs
-                )
+        await asyncio.to_thread(check_decodes, data, field)
+        return data
+
+    async def audio(self, value: str | bytes, field: str) -> bytes:
+        data = await self._bytes(value, field, self.settings.max_audio_bytes)
+        if sniff_audio(data) is None:
+            raise APIError(
+                415,
+                f"`{field}`: unsupported audio format; send mp3, wav, flac or ogg.",
+                param=field,
+                code="unsupported_media_type",
             )
-        )
+        return data
+
+    async def _bytes(self, value: str | bytes, field: str, max_bytes: int) -> bytes:
+        if isinstance(value, bytes):
+            data = value
+        elif isinstance(value, str) and value.startswith("data:"):
+            if len(value) > max_bytes * 4 // 3 + 256:
+                raise _too_large(field, max_bytes)
+            data = decode_data_url(value, field)
+        elif isinstance(value, str) and value.startswith(("http://", "https://")):
+            data, _ = await fetch_url(
+                self.client, value, field=field, max_bytes=max_bytes, policy=self.policy
+            )
+        else:
+            raise APIError(
+                400, f"`{field}` must be a file, an http(s) URL or a data URL.", param=field
+            )
+        if not data:
+            raise APIError(400, f"`{field}` is empty.", param=field)
+        if len(data) > max_bytes:
+            raise _too_large(field, max_bytes)
+        return data
 
     async def aclose(self) -> None:
         await self.client.aclose()
+
+
+def _too_large(field: str, max_bytes: int) -> APIError:
+    return APIError(
+        413, f"`{field}`: the file exceeds {max_bytes} bytes.", param=field, code="too_large"
+    )

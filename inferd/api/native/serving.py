@@ -13,6 +13,8 @@ from inferd.api.embeddings import run_embeddings
 from inferd.api.gateway import Gateway
 from inferd.api.generation import Generation, GenerationFailed, Run, start_run
 from inferd.api.native.protocol import EmbeddingsRequest, TextGenerationRequest
+from inferd.api.native.serving_tasks import infer_task
+from inferd.api.native.task_protocol import TASKS
 from inferd.api.response_format import constraint_for
 from inferd.api.responses import JSONResponse
 
@@ -21,8 +23,10 @@ NATIVE_FINISH = {"eos": "eos_token", "stop_sequence": "stop_sequence", "length":
 
 
 async def infer(gateway: Gateway, request: Request, model: str) -> Response:
-    data = await gateway.read_object(request)
+    data = await gateway.read_fields(request)
     spec = gateway.catalog.find(model)
+    if spec is not None and spec.task in TASKS:
+        return await infer_task(gateway, request, spec, data)
     if spec is not None and spec.task == "embeddings":
         request.scope.setdefault("state", {})["route"] = "native_embeddings"
         req = gateway.validate(EmbeddingsRequest, data)

@@ -8,6 +8,7 @@ from starlette.routing import Route
 
 from inferd.api.errors import APIError
 from inferd.api.model_cards import openai_model
+from inferd.api.openai.serving_audio import create_speech, create_transcription
 from inferd.api.openai.serving_chat import create_chat_completion
 from inferd.api.openai.serving_completions import create_completion
 from inferd.api.openai.serving_embeddings import create_embeddings
@@ -27,6 +28,14 @@ async def completions(request: Request) -> Response:
 
 async def embeddings(request: Request) -> Response:
     return await create_embeddings(request.app.state.gateway, request)
+
+
+async def transcriptions(request: Request) -> Response:
+    return await create_transcription(request.app.state.gateway, request)
+
+
+async def speech(request: Request) -> Response:
+    return await create_speech(request.app.state.gateway, request)
 
 
 async def list_models(request: Request) -> Response:
@@ -51,6 +60,8 @@ routes = [
     Route(f"{PREFIX}/chat/completions", chat_completions, methods=["POST"]),
     Route(f"{PREFIX}/completions", completions, methods=["POST"]),
     Route(f"{PREFIX}/embeddings", embeddings, methods=["POST"]),
+    Route(f"{PREFIX}/audio/transcriptions", transcriptions, methods=["POST"]),
+    Route(f"{PREFIX}/audio/speech", speech, methods=["POST"]),
     Route(f"{PREFIX}/models", list_models, methods=["GET"]),
     Route(f"{PREFIX}/models/{{model:path}}", get_model, methods=["GET"]),
 ]

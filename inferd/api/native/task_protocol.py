@@ -1,0 +1,64 @@
+"""Native request bodies of the unary tasks, and which of their fields are media.
+
+Binary fields accept a multipart file, a data URL or an http(s) URL (`Media`). Multipart
+fields arrive as strings; pydantic's lax mode turns "0.5" and "true" into numbers and booleans.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from inferd.api.tasks import MediaKind
+
+Media = str | bytes
+MAX_TEXT = 100_000
+
+
+class _TaskRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class SpeechRecognitionRequest(_TaskRequest):
+    audio: Media
+    task: Literal["transcribe", "translate"] = "transcribe"
+    language: str | None = Field(default=None, max_length=16)
+    initial_prompt: str | None = Field(default=None, max_length=4096)
+    temperature: float = Field(default=0.0, ge=0.0, le=1.0)
+    word_timestamps: bool = False
+
+
+class TextToSpeechRequest(_TaskRequest):
+    text: str = Field(min_length=1, max_length=MAX_TEXT)
+    voice: str | None = None
+    format: Literal["wav", "mp3"] = "wav"
+    speed: float = Field(default=1.0, ge=0.25, le=4.0)
+
+
+class ImageRequest(_TaskRequest):
+    image: Media
+
+
+class ImageClassificationRequest(ImageRequest):
+    top_k: int = Field(default=5, ge=1, le=1000)
+
+
+class TextInputRequest(_TaskRequest):
+    input: str = Field(min_length=1, max_length=MAX_TEXT)
+
+
+class RerankRequest(_TaskRequest):
+    queries: list[str] = Field(min_length=1, max_length=1024)
+    documents: list[str] = Field(min_length=1, max_length=1024)
+
+
+TASKS: dict[str, tuple[type[_TaskRequest], dict[str, MediaKind]]] = {
+    "automatic-speech-recognition": (SpeechRecognitionRequest, {"audio": "audio"}),
+    "text-to-speech": (TextToSpeechRequest, {}),
+    "ocr": (ImageRequest, {"image": "image"}),
+    "image-classification": (ImageClassificationRequest, {"image": "image"}),
+    "token-classification": (TextInputRequest, {}),
+    "text-classification": (TextInputRequest, {}),
+    "reranking": (RerankRequest, {}),
+}

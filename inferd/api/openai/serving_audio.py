@@ -1,0 +1,120 @@
+"""POST /v1/openai/audio/transcriptions (multipart `file`, as OpenAI's) and
+POST /v1/openai/audio/speech (JSON in, audio bytes out)."""
+
+from __future__ import annotations
+
+import base64
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+
+from inferd.api.errors import APIError
+from inferd.api.gateway import Gateway
+from inferd.api.responses import JSONResponse
+from inferd.api.tasks import run_task
+
+SPEECH_FORMATS = {"wav": "audio/wav", "mp3": "audio/mpeg"}
+
+
+class TranscriptionRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    model: str
+    file: str | bytes
+    language: str | None = Field(default=None, max_length=16)
+    prompt: str | None = Field(default=None, max_length=4096)
+    response_format: Literal["json", "text", "srt", "verbose_json", "vtt"] = "json"
+    temperature: float = Field(default=0.0, ge=0.0, le=1.0)
+    timestamp_granularities: list[Literal["word", "segment"]] = Field(default_factory=list)
+
+
+class SpeechRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    model: str
+    input: str = Field(min_length=1, max_length=4096)
+    voice: str | None = None
+    response_format: str = "mp3"
+    speed: float = Field(default=1.0, ge=0.25, le=4.0)
+
+
+async def create_transcription(gateway: Gateway, request: Request) -> Response:
+    request.scope.setdefault("state", {})["route"] = "transcriptions"
+    fields = await gateway.read_fields(request)
+    if isinstance(fields.get("timestamp_granularities"), str):
+        fields["timestamp_granularities"] = [fields["timestamp_granularities"]]
+    body = gateway.validate(TranscriptionRequest, fields)
+    inputs = {
+        "audio": body.file,
+        "language": body.language,
+        "initial_prompt": body.prompt,
+        "temperature": body.temperature,
+        "word_timestamps": "word" in body.timestamp_granularities,
+    }
+    outcome = await run_task(
+        gateway, request, body.model, "automatic-speech-recognition", inputs, {"audio": "audio"}
+    )
+    out = outcome.output
+    fmt = body.response_format
+    if fmt == "text":
+        return PlainTextResponse(out["text"])
+    if fmt in ("srt", "vtt"):
+        return PlainTextResponse(_subtitles(out["segments"], vtt=fmt == "vtt"))
+    if fmt == "json":
+        return JSONResponse({"text": out["text"]})
+    verbose: dict[str, Any] = {
+        "task": "transcribe",
+        "language": out["language"],
+        "duration": out["duration"],
+        "text": out["text"],
+        "segments": [{k: v for k, v in s.items() if k != "words"} for s in out["segments"]],
+    }
+    if "word" in body.timestamp_granularities:
+        verbose["words"] = [w for s in out["segments"] for w in s.get("words", ())]
+    return JSONResponse(verbose)
+
+
+async def create_speech(gateway: Gateway, request: Request) -> Response:
+    request.scope.setdefault("state", {})["route"] = "speech"
+    body = await gateway.read_json(request, SpeechRequest)
+    if body.response_format not in SPEECH_FORMATS:
+        raise APIError(
+            400,
+            f"`response_format` {body.response_format!r} is not supported; use "
+            f"{' or '.join(SPEECH_FORMATS)}.",
+            param="response_format",
+            code="unsupported_parameter",
+        )
+    inputs = {
+        "text": body.input,
+        "voice": body.voice,
+        "format": body.response_format,
+        "speed": body.speed,
+    }
+    outcome = await run_task(
+        gateway, request, body.model, "text-to-speech", inputs, {}, text_bound=len(body.input)
+    )
+    return Response(
+        base64.b64decode(outcome.output["audio"]),
+        media_type=SPEECH_FORMATS[body.response_format],
+        headers={"x-request-id": outcome.request_id},
+    )
+
+
+def _timestamp(seconds: float, vtt: bool) -> str:
+    ms = round(seconds * 1000)
+    h, rest = divmod(ms, 3_600_000)
+    m, rest = divmod(rest, 60_000)
+    s, ms = divmod(rest, 1000)
+    return f"{h:02d}:{m:02d}:{s:02d}{'.' if vtt else ','}{ms:03d}"
+
+
+def _subtitles(segments: list[dict[str, Any]], vtt: bool) -> str:
+    blocks = ["WEBVTT\n"] if vtt else []
+    for i, seg in enumerate(segments, 1):
+        span = f"{_timestamp(seg['start'], vtt)} --> {_timestamp(seg['end'], vtt)}"
+        text = seg["text"].strip()
+        blocks.append(f"{span}\n{text}\n" if vtt else f"{i}\n{span}\n{text}\n")
+    return "\n".join(blocks)

@@ -1,0 +1,109 @@
+"""Engines for unary tasks (speech, vision, token/text classification, ...).
+
+A TaskModel turns one request's inputs into one output; the TaskEngine queues requests and runs
+them on one thread in arrival order, handing the model every queued request at once when it can
+batch (`max_batch`). The model's usage units (tokens, images, audio seconds) come back with the
+output for billing.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any
+
+from inferd.engines.base import Emit, Engine
+
+
+@dataclass
+class TaskResult:
+    output: dict[str, Any]
+    input_tokens: int = 0
+    output_tokens: int = 0
+    units: dict[str, float] = field(default_factory=dict)  # images, audio_seconds
+
+
+class TaskModel(ABC):
+    max_batch: int = 1
+
+    def info(self) -> dict[str, Any]:
+        return {}
+
+    @abstractmethod
+    def run(self, inputs: dict[str, Any]) -> TaskResult:
+        """One request. Raise EngineError for bad input (it becomes a 4xx)."""
+
+    def run_batch(self, batch: list[dict[str, Any]]) -> list[TaskResult | Exception]:
+        out: list[TaskResult | Exception] = []
+        for inputs in batch:
+            try:
+                out.append(self.run(inputs))
+            except Exception as exc:  # one bad request fails alone
+                out.append(exc)
+        return out
+
+
+class TaskEngine(Engine):
+    def __init__(self, emit: Emit, model: TaskModel) -> None:
+        super().__init__(emit)
+        self.model = model
+        self._queue: queue.SimpleQueue[tuple[str, dict[str, Any]] | None] = queue.SimpleQueue()
+        self._cancelled: set[str] = set()
+        self._thread = threading.Thread(target=self._loop, name="task-runner", daemon=True)
+        self._thread.start()
+
+    def info(self) -> dict[str, Any]:
+        return self.model.info()
+
+    def submit(self, request_id: str, payload: dict[str, Any]) -> None:
+        self._queue.put((request_id, payload.get("inputs") or {}))
+
+    def cancel(self, request_id: str) -> None:
+        self._cancelled.add(request_id)
+
+    def close(self) -> None:
+        self._queue.put(None)
+        self._thread.join(timeout=5)
+
+    def _take(self) -> list[tuple[str, dict[str, Any]]] | None:
+        first = self._queue.get()
+        if first is None:
+            return None
+        batch = [first]
+        while len(batch) < self.model.max_batch:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is None:
+                self._queue.put(None)
+                break
+            batch.append(item)
+        return batch
+
+    def _loop(self) -> None:
+        while (batch := self._take()) is not None:
+            live = [(rid, inputs) for rid, inputs in batch if rid not in self._cancelled]
+            self._cancelled.difference_update(rid for rid, _ in batch)
+            if not live:
+                continue
+            try:
+                results = self.model.run_batch([inputs for _, inputs in live])
+            except Exception as exc:
+                results = [exc] * len(live)
+            for (request_id, _), result in zip(live, results, strict=True):
+                if isinstance(result, Exception):
+                    self.fail(request_id, result)
+                    continue
+                self.emit(
+                    request_id,
+                    {
+                        "ev": "result",
+                        "output": result.output,
+                        "input_tokens": result.input_tokens,
+                        "output_tokens": result.output_tokens,
+                        "units": result.units,
+                    },
+                )
