@@ -50,6 +50,12 @@ class Settings(BaseModel):
     max_image_bytes: int = 20 * 1024 * 1024
     max_images: int = 8
     max_audio_bytes: int = 25 * 1024 * 1024
+    image_ttl_s: float = Field(
+        default=3600.0, description="How long generated images stay downloadable, then deleted."
+    )
+    public_url: str | None = Field(
+        default=None, description="Base URL of generated-image links; the request's host if unset."
+    )
     fetch_timeout_s: float = 10.0
     fetch_allow_private: bool = Field(
         default=False, description="Let URL inputs reach private/loopback addresses (SSRF!)."

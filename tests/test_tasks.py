@@ -10,6 +10,7 @@ import difflib
 import io
 import os
 import re
+import time
 import wave
 
 import httpx
@@ -228,3 +229,58 @@ def test_too_large_inputs(http: httpx.Client) -> None:
     big_image = b"\x89PNG\r\n\x1a\n" + b"\0" * (3 * 1024 * 1024)
     r = http.post(f"/v1/inference/{OCR}", files={"image": ("big.png", big_image, "image/png")})
     assert r.status_code == 413 and "image" in r.json()["error"]["message"]
+
+
+IMAGE_GEN = "inferd/stable-diffusion-tiny"
+
+
+def test_text_to_image_urls_expire(http: httpx.Client, server, client: OpenAI) -> None:
+    r = http.post(
+        f"/v1/inference/{IMAGE_GEN}",
+        json={"prompt": "a red fox", "width": 64, "height": 96, "seed": 7, "num_images": 2},
+    )
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert len(body["images"]) == 2
+    assert body["inference_status"]["cost"] == pytest.approx(2 * 0.001)
+    first = httpx.get(body["images"][0])
+    assert first.status_code == 200 and first.headers["content-type"] == "image/png"
+    assert Image.open(io.BytesIO(first.content)).size == (64, 96)
+    # Seeded: the same request draws the same picture.
+    again = http.post(
+        f"/v1/inference/{IMAGE_GEN}",
+        json={"prompt": "a red fox", "width": 64, "height": 96, "seed": 7},
+    ).json()
+    assert httpx.get(again["images"][0]).content == first.content
+    # The OpenAI SDK, both response formats.
+    generated = client.images.generate(
+        model=IMAGE_GEN, prompt="a blue boat", n=1, size="64x64", response_format="b64_json"
+    )
+    png = base64.b64decode(generated.data[0].b64_json)
+    assert Image.open(io.BytesIO(png)).size == (64, 64)
+    by_url = client.images.generate(model=IMAGE_GEN, prompt="a blue boat", size="64x64")
+    assert httpx.get(by_url.data[0].url).status_code == 200
+    # After the TTL (5 s on the test server) the link is dead and the file deleted.
+    files = list((server.home / "blobs").iterdir())
+    assert len(files) >= 3
+    time.sleep(6.5)
+    assert httpx.get(body["images"][0]).status_code == 404
+    assert httpx.get(by_url.data[0].url).status_code == 404
+    assert not any(f.exists() for f in files)
+    # Names are unguessable; anything else is a plain 404.
+    assert httpx.get(f"{server.url}/v1/blobs/..%2Fmaster.key").status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("body", "needle"),
+    [
+        ({"prompt": ""}, "prompt"),
+        ({"prompt": "x", "width": 65}, "width"),
+        ({"prompt": "x", "width": 4096}, "width"),
+        ({"prompt": "x", "num_images": 9}, "num_images"),
+        ({"prompt": "x", "num_inference_steps": 500}, "num_inference_steps"),
+    ],
+)
+def test_text_to_image_bad_inputs(http: httpx.Client, body: dict, needle: str) -> None:
+    r = http.post(f"/v1/inference/{IMAGE_GEN}", json=body)
+    assert r.status_code == 400 and needle in r.json()["error"]["message"]

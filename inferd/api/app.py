@@ -14,6 +14,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from inferd.api.access import AccessLogMiddleware
+from inferd.api.blobs import routes as blob_routes
 from inferd.api.errors import APIError
 from inferd.api.gateway import Gateway
 from inferd.api.native.api_router import routes as native_routes
@@ -77,6 +78,7 @@ def create_app(
         await ledger.start()
         await revocations.start()
         await runtime.start()
+        await gateway.blobs.start()
         try:
             yield
         finally:
@@ -85,6 +87,7 @@ def create_app(
             gateway.draining = True
             await runtime.stop()
             await gateway.media.aclose()
+            await gateway.blobs.close()
             await revocations.close()
             await ledger.close()
             await limiter.close()
@@ -109,7 +112,7 @@ def create_app(
         return APIError(500, "Internal error.", code="internal_error").response()
 
     return Starlette(
-        routes=[*openai_routes, *native_routes, *tenancy_routes, *ops_routes],
+        routes=[*openai_routes, *native_routes, *tenancy_routes, *ops_routes, *blob_routes],
         middleware=[Middleware(AccessLogMiddleware)],
         lifespan=lifespan,
         exception_handlers={

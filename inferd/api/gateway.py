@@ -32,6 +32,7 @@ from inferd.catalog import Catalog, ModelNotFound, ModelSpec
 from inferd.config import Settings
 from inferd.limits import ConcurrencyLimiter, InProcessLimiter, RateLimited
 from inferd.runtime import Call, ModelUnavailable, Runtime
+from inferd.store.blobs import BlobStore
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -102,6 +103,7 @@ class Gateway:
         self.budget = budget
         self.ledger = ledger
         self.media = MediaInputs(settings)
+        self.blobs = BlobStore(settings.home / "blobs", settings.image_ttl_s)
         self.draining = False
 
     async def read_json(self, request: Request, model_type: type[M]) -> M:
@@ -150,6 +152,10 @@ class Gateway:
             return await self.auth.authenticate(request.headers.get("authorization"))
         except AuthError as exc:
             raise APIError(exc.status, str(exc), code="invalid_api_key") from None
+
+    def blob_url(self, request: Request, name: str) -> str:
+        base = self.settings.public_url or str(request.base_url)
+        return f"{base.rstrip('/')}/v1/blobs/{name}"
 
     def features(self, spec: ModelSpec) -> list[str]:
         """The catalog's tags plus what the loaded engine reports it can do."""

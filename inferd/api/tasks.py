@@ -17,6 +17,13 @@ from inferd.billing.pricing import task_cost
 MediaKind = Literal["image", "audio"]
 
 
+def store_images(gateway: Gateway, request: Request, images: list[str]) -> list[str]:
+    """Generated images (base64 PNG from the worker) → short-lived unguessable URLs."""
+    return [
+        gateway.blob_url(request, gateway.blobs.put(base64.b64decode(b), "png")) for b in images
+    ]
+
+
 @dataclass
 class TaskOutcome:
     output: dict[str, Any]

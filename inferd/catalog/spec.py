@@ -16,6 +16,7 @@ Task = Literal[
     "image-classification",
     "text-classification",
     "reranking",
+    "text-to-image",
 ]
 EngineKind = Literal["llm", "embeddings", "task", "null"]
 

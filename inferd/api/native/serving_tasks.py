@@ -11,7 +11,7 @@ from starlette.responses import Response
 from inferd.api.gateway import Gateway
 from inferd.api.native.task_protocol import TASKS
 from inferd.api.responses import JSONResponse
-from inferd.api.tasks import run_task
+from inferd.api.tasks import run_task, store_images
 from inferd.catalog import ModelSpec
 
 
@@ -23,6 +23,8 @@ async def infer_task(gateway: Gateway, request: Request, spec: ModelSpec, data: 
     text = sum(len(v.encode()) for v in inputs.values() if isinstance(v, str) and v not in media)
     outcome = await run_task(gateway, request, spec.name, spec.task, inputs, media, text_bound=text)
     output: dict[str, Any] = dict(outcome.output)
+    if spec.task == "text-to-image":
+        output["images"] = store_images(gateway, request, output["images"])
     if spec.task == "text-to-speech":
         output["audio"] = f"data:{output['content_type']};base64,{output['audio']}"
     return JSONResponse(

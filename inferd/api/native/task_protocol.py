@@ -48,6 +48,17 @@ class TextInputRequest(_TaskRequest):
     input: str = Field(min_length=1, max_length=MAX_TEXT)
 
 
+class TextToImageRequest(_TaskRequest):
+    prompt: str = Field(min_length=1, max_length=10_000)
+    negative_prompt: str | None = Field(default=None, max_length=10_000)
+    width: int | None = Field(default=None, ge=64, le=2048)
+    height: int | None = Field(default=None, ge=64, le=2048)
+    num_inference_steps: int | None = Field(default=None, ge=1, le=150)
+    guidance_scale: float = Field(default=7.5, ge=0.0, le=30.0)
+    seed: int | None = Field(default=None, ge=0, le=2**32 - 1)
+    num_images: int = Field(default=1, ge=1, le=4)
+
+
 class RerankRequest(_TaskRequest):
     queries: list[str] = Field(min_length=1, max_length=1024)
     documents: list[str] = Field(min_length=1, max_length=1024)
@@ -61,4 +72,5 @@ TASKS: dict[str, tuple[type[_TaskRequest], dict[str, MediaKind]]] = {
     "token-classification": (TextInputRequest, {}),
     "text-classification": (TextInputRequest, {}),
     "reranking": (RerankRequest, {}),
+    "text-to-image": (TextToImageRequest, {}),
 }

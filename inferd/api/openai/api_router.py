@@ -12,6 +12,7 @@ from inferd.api.openai.serving_audio import create_speech, create_transcription
 from inferd.api.openai.serving_chat import create_chat_completion
 from inferd.api.openai.serving_completions import create_completion
 from inferd.api.openai.serving_embeddings import create_embeddings
+from inferd.api.openai.serving_images import create_image
 from inferd.api.responses import JSONResponse
 from inferd.catalog import ModelNotFound
 
@@ -38,6 +39,10 @@ async def speech(request: Request) -> Response:
     return await create_speech(request.app.state.gateway, request)
 
 
+async def image_generations(request: Request) -> Response:
+    return await create_image(request.app.state.gateway, request)
+
+
 async def list_models(request: Request) -> Response:
     gateway = request.app.state.gateway
     await gateway.auth.authenticate(request.headers.get("authorization"))
@@ -62,6 +67,7 @@ routes = [
     Route(f"{PREFIX}/embeddings", embeddings, methods=["POST"]),
     Route(f"{PREFIX}/audio/transcriptions", transcriptions, methods=["POST"]),
     Route(f"{PREFIX}/audio/speech", speech, methods=["POST"]),
+    Route(f"{PREFIX}/images/generations", image_generations, methods=["POST"]),
     Route(f"{PREFIX}/models", list_models, methods=["GET"]),
     Route(f"{PREFIX}/models/{{model:path}}", get_model, methods=["GET"]),
 ]

@@ -22,8 +22,15 @@ def _vlm(target: Path) -> None:
     vlm.build(target)
 
 
+def _diffusion(target: Path) -> None:
+    from inferd.catalog.tiny import diffusion
+
+    diffusion.build(target)
+
+
 BUILDERS: dict[str, tuple[int, Callable[[Path], None]]] = {
     "smolvlm-tiny": (1, _vlm),
+    "stable-diffusion-tiny": (1, _diffusion),
 }
 
 

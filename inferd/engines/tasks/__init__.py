@@ -35,6 +35,10 @@ def load_task_model(spec: ModelSpec, path: Path) -> TaskModel:
             from inferd.engines.tasks.text_classification import VaderSentimentModel
 
             return VaderSentimentModel(path, options)
+        case "text-to-image":
+            from inferd.engines.tasks.text_to_image import DiffusersModel
+
+            return DiffusersModel(path, options)
         case "reranking":
             from inferd.engines.tasks.reranking import BiEncoderReranker
 
