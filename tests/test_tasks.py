@@ -284,3 +284,42 @@ def test_text_to_image_urls_expire(http: httpx.Client, server, client: OpenAI) -
 def test_text_to_image_bad_inputs(http: httpx.Client, body: dict, needle: str) -> None:
     r = http.post(f"/v1/inference/{IMAGE_GEN}", json=body)
     assert r.status_code == 400 and needle in r.json()["error"]["message"]
+
+
+def test_fill_mask_zero_shot_and_detection(http: httpx.Client) -> None:
+    """The tiny built models answer in the hub's shapes (their weights are random)."""
+    r = http.post(
+        "/v1/inference/inferd/bert-tiny-mlm", json={"input": "I need my [MASK] now!", "top_k": 3}
+    )
+    assert r.status_code == 200, r.text
+    results = r.json()["results"]
+    assert len(results) == 3
+    for item in results:
+        assert item["sequence"] == f"i need my {item['token_str']} now!"
+    missing = http.post("/v1/inference/inferd/bert-tiny-mlm", json={"input": "no mask here"})
+    assert missing.status_code == 400 and "[MASK]" in missing.json()["error"]["message"]
+
+    photo = open(FLOWER, "rb").read()  # noqa: SIM115
+    r = http.post(
+        "/v1/inference/inferd/clip-tiny",
+        json={"image": data_url(photo, "image/jpeg"), "candidate_labels": ["dog", "flower"]},
+    )
+    assert r.status_code == 200, r.text
+    results = r.json()["results"]
+    assert {x["label"] for x in results} == {"dog", "flower"}
+    assert sum(x["score"] for x in results) == pytest.approx(1.0, abs=1e-4)
+
+    r = http.post(
+        "/v1/inference/inferd/yolos-tiny",
+        files={"image": ("flower.jpg", photo, "image/jpeg")},
+        data={"threshold": "0"},
+    )
+    assert r.status_code == 200, r.text
+    width, height = Image.open(FLOWER).size
+    results = r.json()["results"]
+    assert results
+    for item in results:
+        box = item["box"]
+        assert 0 <= box["xmin"] <= box["xmax"] <= width
+        assert 0 <= box["ymin"] <= box["ymax"] <= height
+        assert 0 <= item["score"] <= 1

@@ -17,6 +17,9 @@ Task = Literal[
     "text-classification",
     "reranking",
     "text-to-image",
+    "fill-mask",
+    "zero-shot-image-classification",
+    "object-detection",
 ]
 EngineKind = Literal["llm", "embeddings", "task", "null"]
 

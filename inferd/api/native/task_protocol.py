@@ -59,6 +59,18 @@ class TextToImageRequest(_TaskRequest):
     num_images: int = Field(default=1, ge=1, le=4)
 
 
+class FillMaskRequest(TextInputRequest):
+    top_k: int = Field(default=5, ge=1, le=100)
+
+
+class ZeroShotImageRequest(ImageRequest):
+    candidate_labels: list[str] = Field(min_length=1, max_length=100)
+
+
+class ObjectDetectionRequest(ImageRequest):
+    threshold: float = Field(default=0.5, ge=0.0, le=1.0)
+
+
 class RerankRequest(_TaskRequest):
     queries: list[str] = Field(min_length=1, max_length=1024)
     documents: list[str] = Field(min_length=1, max_length=1024)
@@ -73,4 +85,7 @@ TASKS: dict[str, tuple[type[_TaskRequest], dict[str, MediaKind]]] = {
     "text-classification": (TextInputRequest, {}),
     "reranking": (RerankRequest, {}),
     "text-to-image": (TextToImageRequest, {}),
+    "fill-mask": (FillMaskRequest, {}),
+    "zero-shot-image-classification": (ZeroShotImageRequest, {"image": "image"}),
+    "object-detection": (ObjectDetectionRequest, {"image": "image"}),
 }

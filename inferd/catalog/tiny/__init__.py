@@ -28,9 +28,21 @@ def _diffusion(target: Path) -> None:
     diffusion.build(target)
 
 
+def _task_model(kind: str) -> Callable[[Path], None]:
+    def build(target: Path) -> None:
+        from inferd.catalog.tiny import task_models
+
+        getattr(task_models, f"build_{kind}")(target)
+
+    return build
+
+
 BUILDERS: dict[str, tuple[int, Callable[[Path], None]]] = {
     "smolvlm-tiny": (1, _vlm),
     "stable-diffusion-tiny": (1, _diffusion),
+    "bert-mlm-tiny": (1, _task_model("masked_lm")),
+    "clip-tiny": (1, _task_model("clip")),
+    "yolos-tiny": (1, _task_model("detector")),
 }
 
 

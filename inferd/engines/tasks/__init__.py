@@ -39,6 +39,18 @@ def load_task_model(spec: ModelSpec, path: Path) -> TaskModel:
             from inferd.engines.tasks.text_to_image import DiffusersModel
 
             return DiffusersModel(path, options)
+        case "fill-mask":
+            from inferd.engines.tasks.fill_mask import MaskedLMModel
+
+            return MaskedLMModel(path, options)
+        case "zero-shot-image-classification":
+            from inferd.engines.tasks.zero_shot_image import CLIPZeroShotModel
+
+            return CLIPZeroShotModel(path, options)
+        case "object-detection":
+            from inferd.engines.tasks.object_detection import DetectorModel
+
+            return DetectorModel(path, options)
         case "reranking":
             from inferd.engines.tasks.reranking import BiEncoderReranker
 
