@@ -12,7 +12,7 @@ from pathlib import Path
 
 import httpx
 from openai import OpenAI
-from PIL import Image, PngImagePlugin
+from PIL import Image, ImageDraw, ImageFont, PngImagePlugin
 
 from tests.conftest import CHAT_MODEL, EMBED_MODEL, VISION_MODEL, MediaServer, Server
 
@@ -85,6 +85,34 @@ def test_canary_goes_nowhere(
             model=VISION_MODEL, messages=[{"role": "user", "content": parts}], max_tokens=8
         )
         outputs.append(vision.choices[0].message.content)
+    # Every task: text inputs carry the canary; the OCR image shows it and carries it in a PNG
+    # text chunk; speech is synthesised from it and transcribed back; uploads go as multipart.
+    spoken = http.post(
+        "/v1/inference/rhasspy/piper-en_US-joe-medium", json={"text": f"Say {CANARY} now."}
+    ).json()["audio"]
+    heard = http.post("/v1/inference/openai/whisper-tiny.en", json={"audio": spoken}).json()
+    outputs.append(heard["text"])
+    page = Image.new("RGB", (520, 100), "white")
+    ImageDraw.Draw(page).text((20, 30), CANARY, fill="black", font=ImageFont.load_default(36))
+    scan = io.BytesIO()
+    page.save(scan, "PNG", pnginfo=info)
+    read = http.post(
+        "/v1/inference/rapidocr/PP-OCRv4", files={"image": ("scan.png", scan.getvalue())}
+    )
+    outputs.append(read.json()["text"])
+    for model, body in [
+        ("spacy/en_core_web_sm", {"input": say}),
+        ("vader/sentiment", {"input": say}),
+        ("inferd/bert-tiny-mlm", {"input": f"{CANARY} [MASK]"}),
+        (
+            "sentence-transformers/all-MiniLM-L6-v2-reranker",
+            {"queries": [CANARY], "documents": [say]},
+        ),
+        ("inferd/stable-diffusion-tiny", {"prompt": say, "width": 64, "height": 64}),
+        ("inferd/clip-tiny", {"image": inline, "candidate_labels": [CANARY]}),
+    ]:
+        answer = http.post(f"/v1/inference/{model}", json=body)
+        assert answer.status_code == 200, answer.text
     # LLM features: tools, structured output, logprobs with echo.
     tool = {
         "type": "function",
