@@ -57,6 +57,7 @@ bench: $(VENV)/.bench-done
 	$(BIN)/python -m bench.embeddings_throughput
 	$(BIN)/python -m bench.limits_latency
 	$(BIN)/python -m bench.constrained_throughput
+	$(BIN)/python -m bench.tasks_throughput
 
 clean:
 	rm -rf $(VENV) .inferd

@@ -39,7 +39,7 @@ def _task_model(kind: str) -> Callable[[Path], None]:
 
 BUILDERS: dict[str, tuple[int, Callable[[Path], None]]] = {
     "smolvlm-tiny": (1, _vlm),
-    "stable-diffusion-tiny": (1, _diffusion),
+    "stable-diffusion-tiny": (2, _diffusion),
     "bert-mlm-tiny": (1, _task_model("masked_lm")),
     "clip-tiny": (1, _task_model("clip")),
     "yolos-tiny": (1, _task_model("detector")),

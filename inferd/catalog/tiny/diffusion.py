@@ -36,6 +36,9 @@ def build(target: Path) -> None:
             num_attention_heads=2,
             max_position_embeddings=77,
             projection_dim=32,
+            bos_token_id=tokenizer.bos_token_id or 0,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
         )
     )
     unet = UNet2DConditionModel(

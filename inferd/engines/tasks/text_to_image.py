@@ -19,7 +19,7 @@ class DiffusersModel(TaskModel):
 
         torch.set_num_threads(int(options.get("n_threads", 2)))
         self.pipeline = DiffusionPipeline.from_pretrained(
-            str(path), local_files_only=True, torch_dtype=torch.float32
+            str(path), local_files_only=True, dtype=torch.float32
         )
         self.pipeline.set_progress_bar_config(disable=True)
         self.max_side = int(options.get("max_side", 1024))
