@@ -128,6 +128,8 @@ class MediaServer:
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 parts = urlsplit(self.path)
+                if parts.path == "/slow":
+                    time.sleep(float(parse_qs(parts.query)["s"][0]))
                 if parts.path == "/redirect":
                     self.send_response(302)
                     self.send_header("Location", parse_qs(parts.query)["to"][0])
@@ -168,6 +170,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, media_server: MediaServer) 
         "INFERD_FETCH_ALLOW_HOSTS": f"127.0.0.1:{media_server.port}",
         "INFERD_MAX_IMAGE_BYTES": str(2 * 1024 * 1024),
         "INFERD_IMAGE_TTL_S": "5",
+        "INFERD_FETCH_TIMEOUT_S": "2",
     }
     srv = Server(tmp_path_factory.mktemp("inferd"), env).start()
     yield srv

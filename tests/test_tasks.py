@@ -323,3 +323,24 @@ def test_fill_mask_zero_shot_and_detection(http: httpx.Client) -> None:
         assert 0 <= box["xmin"] <= box["xmax"] <= width
         assert 0 <= box["ymin"] <= box["ymax"] <= height
         assert 0 <= item["score"] <= 1
+
+
+@pytest.mark.parametrize("container", ["flac", "ogg"])
+def test_speech_recognition_of_flac_and_ogg(
+    http: httpx.Client, spoken: bytes, container: str
+) -> None:
+    import av
+
+    out = io.BytesIO()
+    with av.open(io.BytesIO(spoken)) as src, av.open(out, "w", format=container) as dst:
+        # Ogg with Opus (48 kHz), the common Ogg audio today.
+        codec, rate = ("flac", 22050) if container == "flac" else ("libopus", 48000)
+        stream = dst.add_stream(codec, rate=rate)
+        for frame in src.decode(audio=0):
+            for packet in stream.encode(frame):
+                dst.mux(packet)
+        for packet in stream.encode(None):
+            dst.mux(packet)
+    r = http.post(f"/v1/inference/{ASR}", files={"audio": (f"fox.{container}", out.getvalue())})
+    assert r.status_code == 200, r.text
+    assert heard(r.json()["text"])

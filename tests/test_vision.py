@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import io
+import time
 
 import httpx
 import pytest
@@ -143,3 +144,11 @@ def test_tools_and_json_with_an_image(client: OpenAI) -> None:
     )
     # max_tokens=12 may cut the object; the closing mode still makes it parse.
     json.loads(reply.choices[0].message.content)
+
+
+def test_slow_url_times_out(client: OpenAI, media_server: MediaServer) -> None:
+    started = time.monotonic()
+    with pytest.raises(BadRequestError) as exc:
+        ask(client, [f"{media_server.url}/slow?s=6"])  # fetch_timeout_s is 2 on the test server
+    assert exc.value.code == "fetch_timeout"
+    assert time.monotonic() - started < 5

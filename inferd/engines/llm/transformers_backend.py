@@ -8,6 +8,7 @@ forward pass itself: fusing ragged KV caches is left to the llama.cpp backend).
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,9 @@ import numpy as np
 
 from inferd.engines.llm.backend import ForwardEntry, LLMBackend
 
+# Vision-language models whose image features replace <image> token embeddings one for one
+# (get_image_features → pooler_output rows), which is what _embeds does.
+TOKEN_MERGING_VLMS = frozenset({"idefics3", "smolvlm"})
 _BYTE_TOKEN = re.compile(r"^<0x([0-9A-Fa-f]{2})>$")
 
 
@@ -79,6 +83,14 @@ class TransformersBackend(LLMBackend):
         """An image-text-to-text model (SmolVLM/Idefics3, ...) with its processor."""
         from transformers import AutoModelForImageTextToText, AutoProcessor
 
+        model_type = json.loads((model_path / "config.json").read_text()).get("model_type")
+        if model_type not in TOKEN_MERGING_VLMS:
+            # Others inject images differently (cross-attention, M-RoPE positions): refuse
+            # at load rather than answer wrongly.
+            raise ValueError(
+                f"vision model type {model_type!r} is not supported "
+                f"(supported: {', '.join(sorted(TOKEN_MERGING_VLMS))})"
+            )
         self.processor = AutoProcessor.from_pretrained(str(model_path), local_files_only=True)
         self.tokenizer = self.processor.tokenizer
         self.model = AutoModelForImageTextToText.from_pretrained(
@@ -198,8 +210,6 @@ class TransformersBackend(LLMBackend):
 
 
 def _is_vision_folder(path: Path) -> bool:
-    import json
-
     config = path / "config.json"
     return config.is_file() and "vision_config" in json.loads(config.read_text())
 
