@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import queue
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from inferd.engines.base import Emit, Engine, EngineError
+from inferd.engines.batching import take_batch
 
 
 class EmbeddingsEngine(Engine):
@@ -55,29 +55,13 @@ class EmbeddingsEngine(Engine):
         self._thread.join(timeout=5)
 
     def _take_batch(self) -> list[tuple[str, list[str], bool]] | None:
-        """Block for one request, then keep taking requests while they keep arriving (gaps
-        under `batch_wait`), up to `max_batch` texts or `batch_max_wait` in all: a burst of
-        concurrent clients lands in one batch, a lone request waits only one gap."""
-        first = self._queue.get()
-        if first is None:
-            return None
-        batch = [first]
-        size = len(first[1])
-        hard_deadline = time.monotonic() + self.batch_max_wait
-        while size < self.max_batch:
-            wait = min(self.batch_wait, hard_deadline - time.monotonic())
-            if wait <= 0:
-                break
-            try:
-                item = self._queue.get(timeout=wait)
-            except queue.Empty:
-                break
-            if item is None:
-                self._queue.put(None)
-                break
-            batch.append(item)
-            size += len(item[1])
-        return batch
+        return take_batch(
+            self._queue,
+            max_size=self.max_batch,
+            gap_s=self.batch_wait,
+            max_wait_s=self.batch_max_wait,
+            size=lambda item: len(item[1]),
+        )
 
     def _loop(self) -> None:
         while True:

@@ -22,7 +22,7 @@ def build_engine(spec: ModelSpec, emit: Emit) -> Engine:
         from inferd.engines.task import TaskEngine
         from inferd.engines.tasks import load_task_model
 
-        return TaskEngine(emit, load_task_model(spec, path))
+        return TaskEngine(emit, load_task_model(spec, path), spec.options)
     if spec.engine == "llm":
         from inferd.engines.llm.engine import LLMEngine
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from inferd.engines.base import Emit, Engine
+from inferd.engines.batching import take_batch
 
 
 @dataclass
@@ -46,9 +47,11 @@ class TaskModel(ABC):
 
 
 class TaskEngine(Engine):
-    def __init__(self, emit: Emit, model: TaskModel) -> None:
+    def __init__(self, emit: Emit, model: TaskModel, options: dict[str, Any]) -> None:
         super().__init__(emit)
         self.model = model
+        self.batch_wait_s = float(options.get("batch_wait_ms", 2)) / 1000.0
+        self.batch_max_wait_s = float(options.get("batch_max_wait_ms", 10)) / 1000.0
         self._queue: queue.SimpleQueue[tuple[str, dict[str, Any]] | None] = queue.SimpleQueue()
         self._cancelled: set[str] = set()
         self._thread = threading.Thread(target=self._loop, name="task-runner", daemon=True)
@@ -68,20 +71,12 @@ class TaskEngine(Engine):
         self._thread.join(timeout=5)
 
     def _take(self) -> list[tuple[str, dict[str, Any]]] | None:
-        first = self._queue.get()
-        if first is None:
-            return None
-        batch = [first]
-        while len(batch) < self.model.max_batch:
-            try:
-                item = self._queue.get_nowait()
-            except queue.Empty:
-                break
-            if item is None:
-                self._queue.put(None)
-                break
-            batch.append(item)
-        return batch
+        return take_batch(
+            self._queue,
+            max_size=self.model.max_batch,
+            gap_s=self.batch_wait_s,
+            max_wait_s=self.batch_max_wait_s,
+        )
 
     def _loop(self) -> None:
         while (batch := self._take()) is not None:
