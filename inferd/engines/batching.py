@@ -24,8 +24,13 @@ def take_batch(
     gap_s: float,
     max_wait_s: float,
     size: Callable[[T], int] = lambda _: 1,
+    expect: int = 0,
 ) -> list[T] | None:
-    """The next batch, or None once the queue yields the None that means "stop"."""
+    """The next batch, or None once the queue yields the None that means "stop".
+
+    `expect` (the previous batch's size) ends the gap wait early: once that many have come,
+    only what is already queued joins, so a steady closed loop never idles for a last gap.
+    """
     first = source.get()
     if first is None:
         return None
@@ -33,11 +38,9 @@ def take_batch(
     total = size(first)
     deadline = time.monotonic() + max_wait_s
     while total < max_size:
-        wait = min(gap_s, deadline - time.monotonic())
-        if wait <= 0:
-            break
+        wait = 0.0 if 0 < expect <= total else min(gap_s, deadline - time.monotonic())
         try:
-            item = source.get(timeout=wait)
+            item = source.get(timeout=wait) if wait > 0 else source.get_nowait()
         except queue.Empty:
             break
         if item is None:

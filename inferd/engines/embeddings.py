@@ -31,6 +31,7 @@ class EmbeddingsEngine(Engine):
         self.batch_max_wait = float(options.get("batch_max_wait_ms", 10)) / 1000.0
         self.max_inputs = int(options.get("max_inputs", 2048))
         self._queue: queue.SimpleQueue[tuple[str, list[str], bool] | None] = queue.SimpleQueue()
+        self._last_batch = 0
         self._thread = threading.Thread(target=self._loop, name="embed-batcher", daemon=True)
         self._thread.start()
 
@@ -55,13 +56,16 @@ class EmbeddingsEngine(Engine):
         self._thread.join(timeout=5)
 
     def _take_batch(self) -> list[tuple[str, list[str], bool]] | None:
-        return take_batch(
+        batch = take_batch(
             self._queue,
             max_size=self.max_batch,
             gap_s=self.batch_wait,
             max_wait_s=self.batch_max_wait,
             size=lambda item: len(item[1]),
+            expect=self._last_batch,
         )
+        self._last_batch = sum(len(texts) for _, texts, _ in batch) if batch else 0
+        return batch
 
     def _loop(self) -> None:
         while True:

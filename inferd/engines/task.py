@@ -54,6 +54,7 @@ class TaskEngine(Engine):
         self.batch_max_wait_s = float(options.get("batch_max_wait_ms", 10)) / 1000.0
         self._queue: queue.SimpleQueue[tuple[str, dict[str, Any]] | None] = queue.SimpleQueue()
         self._cancelled: set[str] = set()
+        self._last_batch = 0
         self._thread = threading.Thread(target=self._loop, name="task-runner", daemon=True)
         self._thread.start()
 
@@ -71,12 +72,15 @@ class TaskEngine(Engine):
         self._thread.join(timeout=5)
 
     def _take(self) -> list[tuple[str, dict[str, Any]]] | None:
-        return take_batch(
+        batch = take_batch(
             self._queue,
             max_size=self.model.max_batch,
             gap_s=self.batch_wait_s,
             max_wait_s=self.batch_max_wait_s,
+            expect=self._last_batch,
         )
+        self._last_batch = len(batch) if batch else 0
+        return batch
 
     def _loop(self) -> None:
         while (batch := self._take()) is not None:
