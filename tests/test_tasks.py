@@ -344,3 +344,24 @@ def test_speech_recognition_of_flac_and_ogg(
     r = http.post(f"/v1/inference/{ASR}", files={"audio": (f"fox.{container}", out.getvalue())})
     assert r.status_code == 200, r.text
     assert heard(r.json()["text"])
+
+
+def test_truncated_jpeg_is_a_400(http: httpx.Client) -> None:
+    photo = open(FLOWER, "rb").read()  # noqa: SIM115
+    r = http.post(f"/v1/inference/{IMAGE_CLS}", json={"image": data_url(photo[:2000], "")})
+    assert r.status_code == 400 and "image" in r.json()["error"]["message"]
+
+
+def test_audio_longer_than_the_model_allows_is_413(spoken: bytes) -> None:
+    """The duration limit is the model's (`options.max_audio_seconds`), checked after decoding;
+    driven in-process with the real whisper model and a 1 s limit."""
+    from inferd.catalog import Catalog
+    from inferd.catalog.weights import resolve_weights
+    from inferd.engines.base import EngineError
+    from inferd.engines.tasks.speech_recognition import WhisperModel
+
+    spec = Catalog.load(None).resolve(ASR)
+    model = WhisperModel(resolve_weights(spec.weights), {"max_audio_seconds": 1})
+    with pytest.raises(EngineError) as exc:
+        model.run({"audio": base64.b64encode(spoken).decode()})
+    assert exc.value.status == 413 and "limit is 1 s" in str(exc.value)

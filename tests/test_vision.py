@@ -101,6 +101,8 @@ def test_bad_images(http: httpx.Client, media_server: MediaServer) -> None:
 
     gif = send(data_url(picture("GIF"), "image/gif"))
     assert gif.status_code == 415 and gif.json()["error"]["code"] == "unsupported_media_type"
+    truncated = send(data_url(picture("JPEG", (300, 200))[:400], "image/jpeg"))
+    assert truncated.status_code == 400 and "decoded" in truncated.json()["error"]["message"]
     broken = send(data_url(picture("PNG")[:40], "image/png"))
     assert broken.status_code == 400 and "decoded" in broken.json()["error"]["message"]
     not_b64 = send("data:image/png;base64,@@@")

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from inferd.engines.base import EngineError
 from inferd.engines.llm.backend import ForwardEntry, LLMBackend
 
 # Vision-language models whose image features replace <image> token embeddings one for one
@@ -106,7 +107,10 @@ class TransformersBackend(LLMBackend):
 
         if self.processor is None:
             return super().encode_multimodal(prompt, images)
-        pictures = [Image.open(io.BytesIO(data)).convert("RGB") for data in images]
+        try:
+            pictures = [Image.open(io.BytesIO(data)).convert("RGB") for data in images]
+        except (OSError, ValueError):  # e.g. a truncated JPEG, which passes a header check
+            raise EngineError("An image could not be decoded.", code="invalid_image") from None
         inputs = self.processor(
             text=prompt, images=[pictures] if pictures else None, return_tensors="pt"
         )
