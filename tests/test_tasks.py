@@ -309,6 +309,13 @@ def test_fill_mask_zero_shot_and_detection(http: httpx.Client) -> None:
     assert {x["label"] for x in results} == {"dog", "flower"}
     assert sum(x["score"] for x in results) == pytest.approx(1.0, abs=1e-4)
 
+    form = http.post(
+        "/v1/inference/inferd/clip-tiny",
+        files={"image": ("flower.jpg", photo, "image/jpeg")},
+        data={"candidate_labels": "dog, flower, car"},
+    )
+    assert {x["label"] for x in form.json()["results"]} == {"dog", "flower", "car"}
+
     r = http.post(
         "/v1/inference/inferd/yolos-tiny",
         files={"image": ("flower.jpg", photo, "image/jpeg")},

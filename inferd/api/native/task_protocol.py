@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from inferd.api.tasks import MediaKind
 
@@ -65,6 +65,14 @@ class FillMaskRequest(TextInputRequest):
 
 class ZeroShotImageRequest(ImageRequest):
     candidate_labels: list[str] = Field(min_length=1, max_length=100)
+
+    @field_validator("candidate_labels", mode="before")
+    @classmethod
+    def _one_form_field(cls, value: object) -> object:
+        """Multipart sends a list as repeated fields; one field may hold "a, b, c"."""
+        if isinstance(value, str):
+            return [label.strip() for label in value.split(",") if label.strip()]
+        return value
 
 
 class ObjectDetectionRequest(ImageRequest):
