@@ -3,6 +3,7 @@ native route and the OpenAI audio routes."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -17,11 +18,13 @@ from inferd.billing.pricing import task_cost
 MediaKind = Literal["image", "audio"]
 
 
-def store_images(gateway: Gateway, request: Request, images: list[str]) -> list[str]:
-    """Generated images (base64 PNG from the worker) → short-lived unguessable URLs."""
-    return [
-        gateway.blob_url(request, gateway.blobs.put(base64.b64decode(b), "png")) for b in images
-    ]
+async def store_images(gateway: Gateway, request: Request, images: list[str]) -> list[str]:
+    """Generated images (base64 PNG from the worker) → short-lived unguessable URLs. The file
+    writes run off the event loop."""
+    names = await asyncio.to_thread(
+        lambda: [gateway.blobs.put(base64.b64decode(b), "png") for b in images]
+    )
+    return [gateway.blob_url(request, name) for name in names]
 
 
 @dataclass

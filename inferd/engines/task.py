@@ -46,6 +46,19 @@ class TaskModel(ABC):
         return out
 
 
+class BatchedTaskModel(TaskModel):
+    """A model that runs a whole batch in one call; single requests are batches of one."""
+
+    @abstractmethod
+    def run_batch(self, batch: list[dict[str, Any]]) -> list[TaskResult | Exception]: ...
+
+    def run(self, inputs: dict[str, Any]) -> TaskResult:
+        result = self.run_batch([inputs])[0]
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+
 class TaskEngine(Engine):
     def __init__(self, emit: Emit, model: TaskModel, options: dict[str, Any]) -> None:
         super().__init__(emit)

@@ -105,12 +105,12 @@ async def _fetch(
                     )
                 declared = response.headers.get("content-length", "")
                 if declared.isdigit() and int(declared) > max_bytes:
-                    raise _too_large(field, max_bytes)
+                    raise too_large(field, max_bytes)
                 body = bytearray()
                 async for chunk in response.aiter_bytes():
                     body += chunk
                     if len(body) > max_bytes:
-                        raise _too_large(field, max_bytes)
+                        raise too_large(field, max_bytes)
                 return bytes(body), response.headers.get("content-type", "")
         except httpx.HTTPError as exc:
             raise APIError(
@@ -122,7 +122,7 @@ async def _fetch(
     raise APIError(400, f"`{field}`: too many redirects.", param=field, code="fetch_failed")
 
 
-def _too_large(field: str, max_bytes: int) -> APIError:
+def too_large(field: str, max_bytes: int) -> APIError:
     return APIError(
         413, f"`{field}`: the file exceeds {max_bytes} bytes.", param=field, code="too_large"
     )

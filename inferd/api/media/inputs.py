@@ -12,7 +12,7 @@ import httpx
 
 from inferd.api.errors import APIError
 from inferd.api.media.audio import sniff_audio
-from inferd.api.media.fetch import FetchPolicy, fetch_url
+from inferd.api.media.fetch import FetchPolicy, fetch_url, too_large
 from inferd.api.media.images import check_decodes, decode_data_url, sniff_image
 from inferd.config import Settings
 
@@ -42,24 +42,14 @@ class MediaInputs:
     async def image(self, value: str | bytes, field: str) -> bytes:
         data = await self._bytes(value, field, self.settings.max_image_bytes)
         if sniff_image(data) is None:
-            raise APIError(
-                415,
-                f"`{field}`: unsupported image format; send jpg, png or webp.",
-                param=field,
-                code="unsupported_media_type",
-            )
+            raise _unsupported(field, "image", "jpg, png or webp")
         await asyncio.to_thread(check_decodes, data, field)
         return data
 
     async def audio(self, value: str | bytes, field: str) -> bytes:
         data = await self._bytes(value, field, self.settings.max_audio_bytes)
         if sniff_audio(data) is None:
-            raise APIError(
-                415,
-                f"`{field}`: unsupported audio format; send mp3, wav, flac or ogg.",
-                param=field,
-                code="unsupported_media_type",
-            )
+            raise _unsupported(field, "audio", "mp3, wav, flac or ogg")
         return data
 
     async def _bytes(self, value: str | bytes, field: str, max_bytes: int) -> bytes:
@@ -67,7 +57,7 @@ class MediaInputs:
             data = value
         elif isinstance(value, str) and value.startswith("data:"):
             if len(value) > max_bytes * 4 // 3 + 256:
-                raise _too_large(field, max_bytes)
+                raise too_large(field, max_bytes)
             data = decode_data_url(value, field)
         elif isinstance(value, str) and value.startswith(("http://", "https://")):
             data, _ = await fetch_url(
@@ -80,14 +70,17 @@ class MediaInputs:
         if not data:
             raise APIError(400, f"`{field}` is empty.", param=field)
         if len(data) > max_bytes:
-            raise _too_large(field, max_bytes)
+            raise too_large(field, max_bytes)
         return data
 
     async def aclose(self) -> None:
         await self.client.aclose()
 
 
-def _too_large(field: str, max_bytes: int) -> APIError:
+def _unsupported(field: str, kind: str, formats: str) -> APIError:
     return APIError(
-        413, f"`{field}`: the file exceeds {max_bytes} bytes.", param=field, code="too_large"
+        415,
+        f"`{field}`: unsupported {kind} format; send {formats}.",
+        param=field,
+        code="unsupported_media_type",
     )

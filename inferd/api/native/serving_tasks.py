@@ -24,7 +24,7 @@ async def infer_task(gateway: Gateway, request: Request, spec: ModelSpec, data: 
     outcome = await run_task(gateway, request, spec.name, spec.task, inputs, media, text_bound=text)
     output: dict[str, Any] = dict(outcome.output)
     if spec.task == "text-to-image":
-        output["images"] = store_images(gateway, request, output["images"])
+        output["images"] = await store_images(gateway, request, output["images"])
     if spec.task == "text-to-speech":
         output["audio"] = f"data:{output['content_type']};base64,{output['audio']}"
     return JSONResponse(

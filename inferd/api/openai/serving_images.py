@@ -56,5 +56,5 @@ async def create_image(gateway: Gateway, request: Request) -> Response:
     if body.response_format == "b64_json":
         data = [{"b64_json": b64} for b64 in images]
     else:
-        data = [{"url": url} for url in store_images(gateway, request, images)]
+        data = [{"url": url} for url in await store_images(gateway, request, images)]
     return JSONResponse({"created": int(time.time()), "data": data})

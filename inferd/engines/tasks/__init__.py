@@ -2,57 +2,31 @@
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 
 from inferd.catalog.spec import ModelSpec
 from inferd.engines.task import TaskModel
 
+# task → (module in this package, TaskModel class); imported only by the worker that needs it.
+MODELS = {
+    "automatic-speech-recognition": ("speech_recognition", "WhisperModel"),
+    "text-to-speech": ("text_to_speech", "PiperModel"),
+    "ocr": ("ocr", "RapidOCRModel"),
+    "token-classification": ("token_classification", "SpacyNERModel"),
+    "image-classification": ("image_classification", "EfficientNetLiteModel"),
+    "text-classification": ("text_classification", "VaderSentimentModel"),
+    "text-to-image": ("text_to_image", "DiffusersModel"),
+    "fill-mask": ("fill_mask", "MaskedLMModel"),
+    "zero-shot-image-classification": ("zero_shot_image", "CLIPZeroShotModel"),
+    "object-detection": ("object_detection", "DetectorModel"),
+    "reranking": ("reranking", "BiEncoderReranker"),
+}
+
 
 def load_task_model(spec: ModelSpec, path: Path) -> TaskModel:
-    options = spec.options
-    match spec.task:
-        case "automatic-speech-recognition":
-            from inferd.engines.tasks.speech_recognition import WhisperModel
-
-            return WhisperModel(path, options)
-        case "text-to-speech":
-            from inferd.engines.tasks.text_to_speech import PiperModel
-
-            return PiperModel(path, options)
-        case "ocr":
-            from inferd.engines.tasks.ocr import RapidOCRModel
-
-            return RapidOCRModel(path, options)
-        case "token-classification":
-            from inferd.engines.tasks.token_classification import SpacyNERModel
-
-            return SpacyNERModel(path, options)
-        case "image-classification":
-            from inferd.engines.tasks.image_classification import EfficientNetLiteModel
-
-            return EfficientNetLiteModel(path, options)
-        case "text-classification":
-            from inferd.engines.tasks.text_classification import VaderSentimentModel
-
-            return VaderSentimentModel(path, options)
-        case "text-to-image":
-            from inferd.engines.tasks.text_to_image import DiffusersModel
-
-            return DiffusersModel(path, options)
-        case "fill-mask":
-            from inferd.engines.tasks.fill_mask import MaskedLMModel
-
-            return MaskedLMModel(path, options)
-        case "zero-shot-image-classification":
-            from inferd.engines.tasks.zero_shot_image import CLIPZeroShotModel
-
-            return CLIPZeroShotModel(path, options)
-        case "object-detection":
-            from inferd.engines.tasks.object_detection import DetectorModel
-
-            return DetectorModel(path, options)
-        case "reranking":
-            from inferd.engines.tasks.reranking import BiEncoderReranker
-
-            return BiEncoderReranker(path, options)
-    raise ValueError(f"model {spec.name!r}: no task engine for {spec.task!r}")
+    if spec.task not in MODELS:
+        raise ValueError(f"model {spec.name!r}: no task engine for {spec.task!r}")
+    module, name = MODELS[spec.task]
+    model_type = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    return model_type(path, spec.options)

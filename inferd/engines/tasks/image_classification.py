@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from inferd.engines.base import EngineError
-from inferd.engines.task import TaskModel, TaskResult
+from inferd.engines.task import BatchedTaskModel, TaskResult
 from inferd.engines.tasks.media import input_image
 
 LABELS = Path(__file__).with_name("imagenet_labels.txt")
@@ -14,7 +14,7 @@ LABELS = Path(__file__).with_name("imagenet_labels.txt")
 MEAN, STD = 127.5, 128.0
 
 
-class EfficientNetLiteModel(TaskModel):
+class EfficientNetLiteModel(BatchedTaskModel):
     max_batch = 16
 
     def __init__(self, path: Path, options: dict[str, Any]) -> None:
@@ -70,9 +70,3 @@ class EfficientNetLiteModel(TaskModel):
             out[i] = TaskResult(output={"results": results}, units={"images": 1})
             row += 1
         return out  # type: ignore[return-value]
-
-    def run(self, inputs: dict[str, Any]) -> TaskResult:
-        result = self.run_batch([inputs])[0]
-        if isinstance(result, Exception):
-            raise result
-        return result

@@ -5,11 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from inferd.engines.task import TaskModel, TaskResult
+from inferd.engines.task import BatchedTaskModel, TaskResult
 from inferd.engines.tasks.media import input_text
 
 
-class SpacyNERModel(TaskModel):
+class SpacyNERModel(BatchedTaskModel):
     max_batch = 32
 
     def __init__(self, path: Path, options: dict[str, Any]) -> None:
@@ -50,9 +50,3 @@ class SpacyNERModel(TaskModel):
             ]
             out[i] = TaskResult(output={"results": entities}, input_tokens=len(doc))
         return out
-
-    def run(self, inputs: dict[str, Any]) -> TaskResult:
-        result = self.run_batch([inputs])[0]
-        if isinstance(result, Exception):
-            raise result
-        return result
