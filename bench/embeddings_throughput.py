@@ -12,7 +12,7 @@ import time
 
 from bench.common import BENCH_KEY, Connection, free_port, start_inferd
 from inferd.catalog import Catalog
-from inferd.catalog.weights import resolve_weights
+from inferd.weights.resolve import resolve_weights
 
 MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 CONCURRENCY = 16

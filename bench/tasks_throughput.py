@@ -17,7 +17,7 @@ from importlib import resources
 
 from bench.common import BENCH_KEY, closed_loop, free_port, start_inferd
 from inferd.catalog import Catalog
-from inferd.catalog.weights import resolve_weights
+from inferd.weights.resolve import resolve_weights
 
 CONCURRENCY = 8
 SECONDS = float(os.environ.get("TASK_SECONDS", "8"))
@@ -85,20 +85,20 @@ def cases() -> dict[str, tuple[dict, dict]]:
     }
     out = {}
     for model, (inputs, media, kind) in table.items():
-        http, engine = dict(inputs), dict(inputs)
+        http = dict(inputs)
         if media:
             http[media] = f"data:{kind};base64,{b64(inputs[media])}"
-            engine[media] = b64(inputs[media])
-        out[model] = (http, engine)
+        out[model] = (http, inputs)
     return out
 
 
 def direct(model: str, inputs: dict) -> float:
     from inferd.engines.tasks import load_task_model
+    from inferd.requests import TASK_TYPES
 
     spec = Catalog.load(None).resolve(model)
     task_model = load_task_model(spec, resolve_weights(spec.weights))
-    batch = [inputs] * min(CONCURRENCY, task_model.max_batch)
+    batch = [TASK_TYPES[spec.task](**inputs)] * min(CONCURRENCY, task_model.max_batch)
     task_model.run_batch(batch)  # warm-up
     done, started = 0, time.perf_counter()
     while time.perf_counter() - started < SECONDS:

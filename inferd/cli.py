@@ -61,14 +61,16 @@ def keys_list(args: argparse.Namespace) -> None:
     if account is None:
         sys.exit(f"inferd: no account named {args.account!r}")
     for key in service.list_keys(account.id):
-        print(f"{key.name}\t{key.prefix}...\t{key.created_at.isoformat()}")
+        alias = f"\talias of {key.alias_of}" if key.alias_of else ""
+        print(f"{key.name}\t{key.prefix}...\t{key.created_at.isoformat()}{alias}")
 
 
 def keys_revoke(args: argparse.Namespace) -> None:
     settings = load_settings()
     service = _services(settings)
     account = service.get_account(args.account)
-    if account is None or not service.delete_key(account.id, args.name):
+    evict = None if account is None else service.delete_key(account.id, args.name)
+    if account is None or evict is None:
         sys.exit(f"inferd: no key {args.name!r} in account {args.account!r}")
     if settings.redis_url:
         import orjson
@@ -76,12 +78,14 @@ def keys_revoke(args: argparse.Namespace) -> None:
 
         with redis.Redis.from_url(settings.redis_url) as client:
             client.publish(
-                f"{settings.redis_prefix}:revocations", orjson.dumps([account.id, args.name])
+                f"{settings.redis_prefix}:revocations", orjson.dumps([account.id, evict])
             )
     print(f"revoked {args.name}")
 
 
 def accounts_create(args: argparse.Namespace) -> None:
+    from inferd.auth.accounts import FIRST_KEY
+
     service = _services(load_settings())
     account = service.create_account(
         args.name,
@@ -89,7 +93,7 @@ def accounts_create(args: argparse.Namespace) -> None:
         concurrency_limit=args.concurrency_limit,
         spending_limit=args.spending_limit,
     )
-    created = service.create_key(account.id, "default")
+    created = service.create_key(account.id, FIRST_KEY)
     print(f"{account.id}\t{created.key}")
 
 
@@ -123,7 +127,7 @@ def usage(args: argparse.Namespace) -> None:
 def models_build(args: argparse.Namespace) -> None:
     import os
 
-    from inferd.catalog.tiny import build_all
+    from inferd.weights.tiny import build_all
 
     # Builders find the converted-weights cache through the same variable as the workers.
     os.environ.setdefault("INFERD_MODEL_CACHE", str(load_settings().model_cache))

@@ -50,12 +50,15 @@ class Settings(BaseModel):
     max_image_bytes: int = 20 * 1024 * 1024
     max_images: int = 8
     max_audio_bytes: int = 25 * 1024 * 1024
-    image_ttl_s: float = Field(
-        default=3600.0, description="How long generated images stay downloadable, then deleted."
+    # Cost caps, checked before a request is admitted (inferd/api/caps.py); over → 400.
+    max_image_pixels: int = Field(
+        default=2048 * 2048, description="Text to image: width * height per image."
     )
-    public_url: str | None = Field(
-        default=None, description="Base URL of generated-image links; the request's host if unset."
+    max_image_steps: int = Field(default=150, description="Text to image: num_inference_steps.")
+    max_audio_seconds: float = Field(
+        default=1800.0, description="Speech recognition: seconds of input audio."
     )
+    max_tts_chars: int = Field(default=100_000, description="Text to speech: input characters.")
     fetch_timeout_s: float = 10.0
     fetch_allow_private: bool = Field(
         default=False, description="Let URL inputs reach private/loopback addresses (SSRF!)."

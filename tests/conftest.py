@@ -169,7 +169,6 @@ def server(tmp_path_factory: pytest.TempPathFactory, media_server: MediaServer) 
         # URL inputs may reach this one loopback host:port; the SSRF guard refuses all others.
         "INFERD_FETCH_ALLOW_HOSTS": f"127.0.0.1:{media_server.port}",
         "INFERD_MAX_IMAGE_BYTES": str(2 * 1024 * 1024),
-        "INFERD_IMAGE_TTL_S": "5",
         "INFERD_FETCH_TIMEOUT_S": "2",
     }
     srv = Server(tmp_path_factory.mktemp("inferd"), env).start()

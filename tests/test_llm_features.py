@@ -235,7 +235,7 @@ def engine_logprobs(prompt: str, generated: list[int]) -> tuple[int, list[float]
     from llama_cpp import Llama
 
     from inferd.catalog import Catalog
-    from inferd.catalog.weights import resolve_weights
+    from inferd.weights.resolve import resolve_weights
 
     path = resolve_weights(Catalog.load(None).resolve(CHAT_MODEL).weights)
     llm = Llama(

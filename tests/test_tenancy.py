@@ -15,6 +15,8 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
 
 import httpx
 import jwt
@@ -63,19 +65,20 @@ def services_available() -> bool:
         return False
 
 
-def reset_postgres() -> None:
+def postgres(*statements: str) -> None:
     import sqlalchemy
 
     engine = sqlalchemy.create_engine(
         POSTGRES_URL.replace("postgresql://", "postgresql+psycopg://")
     )
     with engine.begin() as conn:
-        conn.execute(
-            sqlalchemy.text(
-                "DROP TABLE IF EXISTS usage, api_keys, accounts, alembic_version CASCADE"
-            )
-        )
+        for statement in statements:
+            conn.execute(sqlalchemy.text(statement))
     engine.dispose()
+
+
+def reset_postgres() -> None:
+    postgres("DROP TABLE IF EXISTS usage, api_keys, accounts, alembic_version CASCADE")
 
 
 def mode_env(mode: str) -> dict[str, str]:
@@ -164,7 +167,7 @@ def test_accounts_and_keys_lifecycle(tenancy: Server) -> None:
         == 409
     )
     listed = httpx.get(tenancy.url + "/v1/api-tokens", headers=auth).json()
-    assert {k["name"] for k in listed} == {"default", "ci"}
+    assert [(k["name"], k["alias_of"]) for k in listed] == [("auto", None), ("ci", None)]
     assert ci_key not in str(listed)
     assert chat(tenancy, ci_key).status_code == 200
     r = httpx.delete(tenancy.url + "/v1/api-tokens/ci", headers=auth)
@@ -199,7 +202,7 @@ def test_keys_are_not_stored_in_plaintext(tenancy: Server) -> None:
 
 def test_self_minted_jwt_per_seed_page(tenancy: Server) -> None:
     account_id, key = new_account(tenancy)
-    token = self_minted(account_id, "default", key)
+    token = self_minted(account_id, "auto", key)
     assert chat(tenancy, token).status_code == 200
     r = chat(tenancy, token, model=OTHER)
     assert r.status_code == 403 and "may not use" in r.json()["error"]["message"]
@@ -222,7 +225,7 @@ def test_self_minted_jwt_per_seed_page(tenancy: Server) -> None:
 )
 def test_jwt_attacks_are_refused(tenancy: Server, attack: str) -> None:
     account_id, key = new_account(tenancy)
-    kid = f"{account_id}:{base64.b64encode(b'default').decode()}"
+    kid = f"{account_id}:{base64.b64encode(b'auto').decode()}"
     now = int(time.time())
     claims = {"sub": account_id, "model": FAST, "exp": now + 3600}
     header = {"kid": kid, "typ": "JWT"}
@@ -279,14 +282,14 @@ def test_server_issued_jwt(tenancy: Server) -> None:
     r = httpx.post(
         tenancy.url + "/v1/scoped-jwt",
         headers=auth,
-        json={"api_key_name": "default", "models": [FAST], "spending_limit": 1.0},
+        json={"api_key_name": "auto", "models": [FAST], "spending_limit": 1.0},
     )
     assert r.status_code == 200
     token = r.json()["token"]
     assert token.startswith("jwt:")
     header = jwt.get_unverified_header(token[4:])
     assert header["alg"] == "HS256" and header["typ"] == "JWT"
-    assert header["kid"] == f"{account_id}:{base64.b64encode(b'default').decode()}"
+    assert header["kid"] == f"{account_id}:{base64.b64encode(b'auto').decode()}"
     claims = jwt.decode(token[4:], key, algorithms=["HS256"])
     assert claims["sub"] == account_id
     assert 364 * 86400 < claims["exp"] - time.time() < 366 * 86400  # default: one year
@@ -319,10 +322,165 @@ def test_server_issued_jwt(tenancy: Server) -> None:
     short = httpx.post(
         tenancy.url + "/v1/scoped-jwt",
         headers=auth,
-        json={"api_key_name": "default", "expires_delta": 1},
+        json={"api_key_name": "auto", "expires_delta": 1},
     ).json()["token"]
     time.sleep(2.2)
     assert chat(tenancy, short).status_code == 401
+
+
+# -- the `auto` key ------------------------------------------------------------------------------
+
+
+def test_first_keys_are_auto(tenancy: Server) -> None:
+    with admin(tenancy) as c:
+        r = c.post("/v1/accounts", json={"name": "team-" + secrets.token_hex(4)})
+        assert r.json()["api_key_name"] == "auto"
+        # INFERD_ADMIN_KEY is installed as the admin's `auto` key.
+        listed = c.get("/v1/api-tokens").json()
+        assert [(k["name"], k["prefix"]) for k in listed] == [("auto", ADMIN_KEY[:7])]
+        r = c.post("/v1/scoped-jwt", json={"api_key_name": "auto", "models": [FAST]})
+    assert chat(tenancy, r.json()["token"]).status_code == 200
+    name = "cli-" + secrets.token_hex(4)
+    cli = [sys.executable, "-m", "inferd"]
+    run = {"env": tenancy.env, "capture_output": True, "text": True, "check": True}
+    subprocess.run([*cli, "accounts", "create", name], **run)
+    out = subprocess.run([*cli, "keys", "list", "--account", name], **run).stdout
+    assert [line.split("\t")[0] for line in out.splitlines()] == ["auto"]
+
+
+def old_install(url: str, master: str) -> dict[str, tuple[str, str]]:
+    """A database as the code before `auto` left it (schema 0001, first keys named `default`):
+    account name → (account id, its `default` key)."""
+    from alembic import command
+    from alembic.config import Config
+    from sqlalchemy import text
+
+    from inferd.auth.keys import KeyVault
+    from inferd.store.db import MIGRATIONS, Database
+
+    db = Database(url)
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    vault = KeyVault(master.encode())
+    accounts: dict[str, tuple[str, str]] = {}
+    with db.engine.begin() as conn:
+        config.attributes["connection"] = conn
+        command.upgrade(config, "0001")
+        for name, keys in (("admin", ["default"]), ("a", ["default", "ci"]), ("b", ["default"])):
+            account_id = "acc_" + secrets.token_hex(8)
+            conn.execute(
+                text(
+                    "INSERT INTO accounts (id, name, is_admin, created_at)"
+                    " VALUES (:id, :name, :admin, :at)"
+                ),
+                {"id": account_id, "name": name, "admin": name == "admin", "at": datetime.now(UTC)},
+            )
+            for key_name in keys:
+                key = "ik_" + secrets.token_urlsafe(32)
+                conn.execute(
+                    text(
+                        "INSERT INTO api_keys"
+                        " (account_id, name, key_hash, key_encrypted, prefix, created_at)"
+                        " VALUES (:account, :name, :hash, :sealed, :prefix, :at)"
+                    ),
+                    {
+                        "account": account_id,
+                        "name": key_name,
+                        "hash": vault.digest(key),
+                        "sealed": vault.encrypt(key),
+                        "prefix": key[:7],
+                        "at": datetime.now(UTC),
+                    },
+                )
+                accounts.setdefault(name, (account_id, key))
+                accounts[f"{name}/{key_name}"] = (account_id, key)
+    db.close()
+    return accounts
+
+
+def test_upgrade_keeps_default_and_aliases_auto(tenancy: Server, tmp_path: Path) -> None:
+    """An install from before `auto`: outstanding JWTs naming `default` keep working, `auto`
+    names the same key, and revoking the key (or only the alias) takes effect at once."""
+    mode = tenancy.mode  # type: ignore[attr-defined]
+    master = "upgrade-test-master-secret"
+    env = {"INFERD_MASTER_KEY": master, "INFERD_CATALOG": str(tenancy.root / "catalog.toml")}
+    if mode == "embedded":
+        (tmp_path / "home").mkdir()
+        url = f"sqlite:///{tmp_path / 'home' / 'inferd.db'}"
+    else:
+        # Its own schema: the shared fixture's server keeps the public one.
+        postgres("DROP SCHEMA IF EXISTS inferd_upgrade CASCADE", "CREATE SCHEMA inferd_upgrade")
+        url = POSTGRES_URL + "?options=-csearch_path%3Dinferd_upgrade"
+        env |= {**mode_env(mode), "INFERD_DATABASE_URL": url}
+    accounts = old_install(url, master)
+    server = Server(tmp_path, env)
+    server.env.pop("INFERD_ADMIN_KEY", None)
+    server.start(timeout=60)
+    try:
+        assert "admin API key" not in server.log_text()  # the admin keeps its key
+        a_id, a_key = accounts["a"]
+        b_id, b_key = accounts["b"]
+        _, a_ci = accounts["a/ci"]
+        a_auth = {"Authorization": f"Bearer {a_key}"}
+        a_default = self_minted(a_id, "default", a_key)
+        a_auto = self_minted(a_id, "auto", a_key)
+        assert chat(server, a_default).status_code == 200
+        assert chat(server, a_auto).status_code == 200
+        listed = httpx.get(server.url + "/v1/api-tokens", headers=a_auth).json()
+        assert [(k["name"], k["alias_of"]) for k in listed] == [
+            ("default", None),
+            ("auto", "default"),
+            ("ci", None),
+        ]
+        assert listed[1]["prefix"] == listed[0]["prefix"] == a_key[:7]
+        r = httpx.post(server.url + "/v1/api-tokens", headers=a_auth, json={"name": "auto"})
+        assert r.status_code == 409
+        minted = httpx.post(
+            server.url + "/v1/scoped-jwt",
+            headers=a_auth,
+            json={"api_key_name": "auto", "models": [FAST], "expires_delta": 3600},
+        ).json()["token"]
+        assert chat(server, minted).status_code == 200
+        decoded = httpx.get(
+            server.url + "/v1/scoped-jwt", headers=a_auth, params={"jwtoken": minted}
+        ).json()
+        assert decoded["api_key_name"] == "auto" and decoded["models"] == [FAST]
+        # Revoking the first key revokes its alias.
+        r = httpx.delete(
+            server.url + "/v1/api-tokens/default", headers={"Authorization": f"Bearer {a_ci}"}
+        )
+        assert r.status_code == 200
+        for token in (a_default, a_auto, minted, a_key):
+            assert chat(server, token).status_code == 401
+        r = httpx.post(
+            server.url + "/v1/scoped-jwt",
+            headers={"Authorization": f"Bearer {a_ci}"},
+            json={"api_key_name": "auto"},
+        )
+        assert r.status_code == 404
+
+        # Revoking only the alias: the key keeps working under its own name.
+        b_auth = {"Authorization": f"Bearer {b_key}"}
+        b_default = self_minted(b_id, "default", b_key)
+        b_auto = self_minted(b_id, "auto", b_key)
+        assert chat(server, b_auto).status_code == 200
+        assert httpx.delete(server.url + "/v1/api-tokens/auto", headers=b_auth).status_code == 200
+        assert chat(server, b_auto).status_code == 401
+        assert chat(server, b_default).status_code == 200
+        assert chat(server, b_key).status_code == 200
+        # ... and `auto` can then be a key of its own.
+        r = httpx.post(server.url + "/v1/api-tokens", headers=b_auth, json={"name": "auto"})
+        assert r.status_code == 200
+        assert chat(server, self_minted(b_id, "auto", r.json()["token"])).status_code == 200
+        assert chat(server, b_auto).status_code == 401
+
+        # The admin's old key answers to `auto` as well.
+        admin_id, admin_key = accounts["admin"]
+        assert chat(server, self_minted(admin_id, "auto", admin_key)).status_code == 200
+    finally:
+        server.stop()
+        if mode != "embedded":
+            postgres("DROP SCHEMA inferd_upgrade CASCADE")
 
 
 # -- limits ----------------------------------------------------------------------------------------
@@ -381,7 +539,7 @@ def test_jwt_spending_limit_under_concurrency(tenancy: Server) -> None:
     token = httpx.post(
         tenancy.url + "/v1/scoped-jwt",
         headers={"Authorization": f"Bearer {key}"},
-        json={"api_key_name": "default", "spending_limit": limit},
+        json={"api_key_name": "auto", "spending_limit": limit},
     ).json()["token"]
 
     async def burst() -> list[int]:

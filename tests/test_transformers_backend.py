@@ -61,8 +61,8 @@ def test_logprobs_are_the_models_scores(tf_server: Server) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from inferd.catalog.spec import Weights
-    from inferd.catalog.weights import resolve_weights
-    from inferd.engines.llm.gguf_convert import converted_folder
+    from inferd.weights.gguf_convert import converted_folder
+    from inferd.weights.resolve import resolve_weights
 
     prompt = "The three primary colours are"
     with httpx.stream(

@@ -7,10 +7,12 @@ import logging
 import time
 
 from inferd import metrics
+from inferd.serving import RequestMeta
 
 log = logging.getLogger("inferd.access")
 
 SKIP_LOG = frozenset({"/healthz", "/readyz", "/metrics"})
+_NO_META = RequestMeta()  # routes that serve no model
 
 
 class AccessLogMiddleware:
@@ -31,8 +33,9 @@ class AccessLogMiddleware:
                 return
             logged[0] = True
             duration = time.perf_counter() - started
-            route = state.get("route", "other")
-            model = state.get("model", "")
+            meta: RequestMeta = state.get("meta") or _NO_META
+            route = meta.route
+            model = meta.model or ""
             status = status_holder[0]
             metrics.request_counter(route, model, str(status)).inc()
             metrics.latency_histogram(route).observe(duration)
@@ -47,12 +50,12 @@ class AccessLogMiddleware:
                     "duration_ms": round(duration * 1000, 2),
                     "route": route,
                     "model": model or None,
-                    "account": state.get("account"),
-                    "request_id": state.get("request_id"),
-                    "prompt_tokens": state.get("prompt_tokens"),
-                    "completion_tokens": state.get("completion_tokens"),
-                    "cost": state.get("cost"),
-                    "finish_reason": state.get("finish_reason"),
+                    "account": meta.account,
+                    "request_id": meta.request_id,
+                    "prompt_tokens": meta.prompt_tokens,
+                    "completion_tokens": meta.completion_tokens,
+                    "cost": meta.cost,
+                    "finish_reason": meta.finish_reason,
                 },
             )
 

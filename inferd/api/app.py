@@ -14,8 +14,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from inferd.api.access import AccessLogMiddleware
-from inferd.api.blobs import routes as blob_routes
-from inferd.api.errors import APIError
+from inferd.api.docs.api_router import routes as docs_routes
+from inferd.api.errors import error_response
 from inferd.api.gateway import Gateway
 from inferd.api.native.api_router import routes as native_routes
 from inferd.api.openai.api_router import routes as openai_routes
@@ -33,6 +33,7 @@ from inferd.limits.redis_concurrency import RedisLimiter
 from inferd.runtime import Runtime
 from inferd.runtime.backend import ReplicaBackend
 from inferd.runtime.local import LocalBackend
+from inferd.serving import RequestError, Serving
 from inferd.store.db import Database
 
 log = logging.getLogger("inferd.app")
@@ -71,23 +72,22 @@ def create_app(
             budget = InProcessBudget(ledger.total)
         revocations = Revocations(auth, redis, settings.redis_prefix)
         runtime = Runtime(catalog, backend, settings.model_ready_timeout_s)
-        gateway = Gateway(settings, catalog, runtime, auth, limiter, budget, ledger)
+        serving = Serving(settings, catalog, runtime, limiter, budget, ledger)
+        gateway = Gateway(settings, serving, auth)
         app.state.gateway = gateway
         app.state.revocations = revocations
         await limiter.start()
         await ledger.start()
         await revocations.start()
         await runtime.start()
-        await gateway.blobs.start()
         try:
             yield
         finally:
             # uvicorn has stopped accepting and drained connections (timeout_graceful_shutdown)
             # before lifespan shutdown runs; refuse anything still arriving, then stop workers.
-            gateway.draining = True
+            serving.draining = True
             await runtime.stop()
             await gateway.media.aclose()
-            await gateway.blobs.close()
             await revocations.close()
             await ledger.close()
             await limiter.close()
@@ -95,28 +95,30 @@ def create_app(
                 await redis.aclose()
             db.close()
 
-    async def api_error(_: Request, exc: Exception) -> Response:
-        assert isinstance(exc, APIError)
-        return exc.response()
+    async def request_error(_: Request, exc: Exception) -> Response:
+        assert isinstance(exc, RequestError)
+        return error_response(exc)
 
     async def auth_error(_: Request, exc: Exception) -> Response:
-        return APIError(getattr(exc, "status", 401), str(exc), code="invalid_api_key").response()
+        status = getattr(exc, "status", 401)
+        return error_response(RequestError(status, str(exc), code="invalid_api_key"))
 
     async def http_error(_: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
         messages = {404: "No such endpoint.", 405: "Method not allowed on this endpoint."}
-        return APIError(exc.status_code, messages.get(exc.status_code, str(exc.detail))).response()
+        message = messages.get(exc.status_code, str(exc.detail))
+        return error_response(RequestError(exc.status_code, message))
 
     async def unexpected(request: Request, exc: Exception) -> Response:
         log.error("unhandled error", extra={"path": request.url.path, "error": type(exc).__name__})
-        return APIError(500, "Internal error.", code="internal_error").response()
+        return error_response(RequestError(500, "Internal error.", code="internal_error"))
 
     return Starlette(
-        routes=[*openai_routes, *native_routes, *tenancy_routes, *ops_routes, *blob_routes],
+        routes=[*openai_routes, *native_routes, *tenancy_routes, *ops_routes, *docs_routes],
         middleware=[Middleware(AccessLogMiddleware)],
         lifespan=lifespan,
         exception_handlers={
-            APIError: api_error,
+            RequestError: request_error,
             AuthError: auth_error,
             HTTPException: http_error,
             Exception: unexpected,

@@ -12,6 +12,8 @@ import orjson
 from pydantic import ValidationError
 from starlette.responses import Response
 
+from inferd.serving.errors import RequestError
+
 _TYPES = {
     400: "invalid_request_error",
     401: "authentication_error",
@@ -26,35 +28,31 @@ _TYPES = {
 }
 
 
-class APIError(Exception):
-    def __init__(
-        self, status: int, message: str, *, code: str | None = None, param: str | None = None
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.code = code
-        self.param = param
+class APIError(RequestError):
+    """A request the HTTP layer refuses (body, wire format, media); rendered like every
+    `RequestError`."""
 
-    def body(self) -> dict[str, Any]:
-        return {
-            "error": {
-                "message": self.message,
-                "type": _TYPES.get(self.status, "server_error"),
-                "param": self.param,
-                "code": self.code,
-            },
-            "detail": self.message,
-        }
 
-    def response(self) -> Response:
-        headers = {"Retry-After": "1"} if self.status in (429, 503) else None
-        return Response(
-            orjson.dumps(self.body()),
-            status_code=self.status,
-            media_type="application/json",
-            headers=headers,
-        )
+def error_body(exc: RequestError) -> dict[str, Any]:
+    return {
+        "error": {
+            "message": exc.message,
+            "type": _TYPES.get(exc.status, "server_error"),
+            "param": exc.param,
+            "code": exc.code,
+        },
+        "detail": exc.message,
+    }
+
+
+def error_response(exc: RequestError) -> Response:
+    headers = {"Retry-After": "1"} if exc.status in (429, 503) else None
+    return Response(
+        orjson.dumps(error_body(exc)),
+        status_code=exc.status,
+        media_type="application/json",
+        headers=headers,
+    )
 
 
 def from_validation(exc: ValidationError) -> APIError:
@@ -64,8 +62,3 @@ def from_validation(exc: ValidationError) -> APIError:
     return APIError(
         400, f"Invalid request: `{loc}`: {first['msg']}.", param=loc, code="invalid_parameter"
     )
-
-
-def from_engine_event(event: dict[str, Any]) -> APIError:
-    status = int(event.get("status", 500))
-    return APIError(status, event.get("message", "The model failed."), code=event.get("code"))

@@ -11,15 +11,16 @@ CREATED = 1_700_000_000  # catalog entries have no creation time; a fixed epoch 
 
 
 def model_card(gateway: Gateway, spec: ModelSpec) -> dict[str, Any]:
-    info = gateway.runtime.info(spec.name)
+    serving = gateway.serving
+    info = serving.info(spec)
     price = spec.price.model_dump()
     card: dict[str, Any] = {
         "model_name": spec.name,
         "task": spec.task,
         "type": spec.task,
-        "tags": gateway.features(spec),
+        "tags": serving.features(spec),
         "description": spec.description,
-        "context_length": gateway.context_length(spec),
+        "context_length": serving.context_length(spec),
         "max_output_tokens": gateway.settings.max_output_tokens
         if spec.task == "text-generation"
         else None,
@@ -27,8 +28,8 @@ def model_card(gateway: Gateway, spec: ModelSpec) -> dict[str, Any]:
         "replicas": spec.replicas,
         "ready": gateway.runtime.deployments[spec.name].ready,
     }
-    if "dimensions" in info:
-        card["dimensions"] = info["dimensions"]
+    if info is not None and info.dimensions is not None:
+        card["dimensions"] = info.dimensions
     return card
 
 

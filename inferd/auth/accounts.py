@@ -6,14 +6,17 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, or_, select, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.sql import ColumnElement
 
 from inferd.auth.keys import KeyVault, generate_key
 from inferd.store.db import Database
 from inferd.store.models import Account, ApiKey
 
 ADMIN_ACCOUNT = "admin"
+# Every account's first key; the seed page's scoped-JWT example signs with `api_key_name: "auto"`.
+FIRST_KEY = "auto"
 
 
 class Conflict(Exception):
@@ -32,6 +35,7 @@ class KeyInfo:
     name: str
     prefix: str
     created_at: datetime
+    alias_of: str | None = None  # set on an alias: the name of the key it stands for
 
 
 class AccountService:
@@ -78,34 +82,68 @@ class AccountService:
             key_encrypted=self.vault.encrypt(key),
             prefix=key[:7],
         )
+        conflict = Conflict(f"An API key named `{name}` already exists.")
         try:
             with self.db.session() as s, s.begin():
+                # A name must not shadow an alias (`auto` of an upgraded account).
+                if s.scalar(select(ApiKey.id).where(_named(account_id, name))) is not None:
+                    raise conflict
                 s.add(row)
         except IntegrityError as exc:
-            raise Conflict(f"An API key named `{name}` already exists.") from exc
+            raise conflict from exc
         return CreatedKey(account_id, name, key)
 
     def list_keys(self, account_id: str) -> list[KeyInfo]:
+        """Keys by age; an alias is listed after its key, as its own entry with `alias_of`."""
         with self.db.session() as s:
             rows = s.scalars(
-                select(ApiKey).where(ApiKey.account_id == account_id).order_by(ApiKey.created_at)
+                select(ApiKey)
+                .where(ApiKey.account_id == account_id)
+                .order_by(ApiKey.created_at, ApiKey.id)
             )
-            return [KeyInfo(r.name, r.prefix, r.created_at) for r in rows]
+            keys = []
+            for r in rows:
+                keys.append(KeyInfo(r.name, r.prefix, r.created_at))
+                if r.alias:
+                    keys.append(KeyInfo(r.alias, r.prefix, r.created_at, alias_of=r.name))
+            return keys
 
-    def delete_key(self, account_id: str, name: str) -> bool:
+    def delete_key(self, account_id: str, name: str) -> str | None:
+        """Revokes a key (its alias goes with it) or only an alias.
+
+        Returns the name of the key whose cached credentials must be evicted (credentials
+        verified through an alias are cached under the key's own name), or None if no key or
+        alias has that name.
+        """
         with self.db.session() as s, s.begin():
             result = s.execute(
                 delete(ApiKey).where(ApiKey.account_id == account_id, ApiKey.name == name)
             )
-            return bool(result.rowcount)
-
-    def signing_key(self, account_id: str, name: str) -> str | None:
-        """The plaintext key a scoped JWT is signed with (decrypted in memory only)."""
-        with self.db.session() as s:
-            row = s.scalar(
-                select(ApiKey).where(ApiKey.account_id == account_id, ApiKey.name == name)
+            if result.rowcount:
+                return name
+            key_name = s.scalar(
+                select(ApiKey.name).where(ApiKey.account_id == account_id, ApiKey.alias == name)
             )
-        return None if row is None else self.vault.decrypt(row.key_encrypted)
+            if key_name is not None:
+                s.execute(
+                    update(ApiKey)
+                    .where(ApiKey.account_id == account_id, ApiKey.alias == name)
+                    .values(alias=None)
+                )
+            return key_name
+
+    def signing_key(self, account_id: str, name: str) -> tuple[str, str] | None:
+        """The key named (or aliased) `name`: its own name and its plaintext, with which scoped
+        JWTs are signed (decrypted in memory only)."""
+        with self.db.session() as s:
+            # A real name wins over an alias; create_key keeps the two apart anyway.
+            row = s.execute(
+                select(ApiKey.name, ApiKey.key_encrypted)
+                .where(_named(account_id, name))
+                .order_by((ApiKey.name == name).desc())
+                .limit(1)
+            ).first()
+        return None if row is None else (row.name, self.vault.decrypt(row.key_encrypted))
 
     def has_key(self, key: str) -> bool:
         with self.db.session() as s:
@@ -122,12 +160,23 @@ class AccountService:
                 account = self.get_account(ADMIN_ACCOUNT)
                 assert account is not None
         if admin_key:
-            if not self.has_key(admin_key):
-                try:
-                    return self.create_key(account.id, f"env-{secrets.token_hex(3)}", admin_key)
-                except Conflict:
-                    return None
-            return None
+            if self.has_key(admin_key):
+                return None
+            # The given key is the admin's `auto` key, unless `auto` already exists (the
+            # variable was changed): then it is added beside it, never replacing it.
+            name = FIRST_KEY if self.signing_key(account.id, FIRST_KEY) is None else None
+            try:
+                return self.create_key(account.id, name or f"env-{secrets.token_hex(3)}", admin_key)
+            except Conflict:  # another gateway process won the race
+                return None
         if not self.list_keys(account.id):
-            return self.create_key(account.id, "default")
+            try:
+                return self.create_key(account.id, FIRST_KEY)
+            except Conflict:
+                return None
         return None
+
+
+def _named(account_id: str, name: str) -> ColumnElement[bool]:
+    """The account's key with this name or alias."""
+    return (ApiKey.account_id == account_id) & or_(ApiKey.name == name, ApiKey.alias == name)

@@ -125,10 +125,13 @@ class Authenticator:
             raise AuthError("Malformed scoped JWT.") from None
         if header.get("alg") != "HS256":
             raise AuthError("Scoped JWTs must be signed with HS256.")
-        account_id, key_name = parse_kid(header.get("kid"))
-        key = self.accounts.signing_key(account_id, key_name)
-        if key is None:
+        account_id, kid_name = parse_kid(header.get("kid"))
+        # `kid` may name an alias (`auto` of an older account's first key); the principal
+        # carries the key's own name, under which usage is counted and revocation evicts.
+        signer = self.accounts.signing_key(account_id, kid_name)
+        if signer is None:
             raise AuthError("The scoped JWT's signing key does not exist or was revoked.")
+        key_name, key = signer
         try:
             claims = jwt.decode(
                 raw,

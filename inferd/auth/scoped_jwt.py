@@ -15,6 +15,7 @@ from inferd.auth.authenticator import (
     Authenticator,
     AuthError,
     Principal,
+    parse_kid,
 )
 
 DEFAULT_LIFETIME_S = 365 * 24 * 3600  # "no expiration -- ATM that means 1 year"
@@ -41,9 +42,10 @@ def mint(
 ) -> str:
     if caller.jwt is not None:
         raise ScopedJwtError("A scoped JWT cannot mint other tokens; use an API key.", 403)
-    key = auth.accounts.signing_key(caller.account_id, api_key_name)
-    if key is None:
+    signer = auth.accounts.signing_key(caller.account_id, api_key_name)
+    if signer is None:
         raise ScopedJwtError(f"No API key named `{api_key_name}` in this account.", 404)
+    key = signer[1]
     now = int(time.time())
     if expires_delta is not None and expires_at is not None:
         raise ScopedJwtError("Send `expires_delta` or `expires_at`, not both.")
@@ -83,5 +85,6 @@ def inspect(auth: Authenticator, caller: Principal, token: str) -> dict[str, Any
         "expires_at": decoded.jwt.expires_at,
         "models": list(decoded.jwt.models) if decoded.jwt.models else None,
         "spending_limit": decoded.jwt.spending_limit,
-        "api_key_name": decoded.key_name,
+        # As the token names it (`auto` may be an alias of the key in `decoded.key_name`).
+        "api_key_name": parse_kid(jwt.get_unverified_header(token[len(JWT_PREFIX) :])["kid"])[1],
     }

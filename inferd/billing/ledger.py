@@ -184,7 +184,10 @@ def parse_when(value: str | None, *, end: bool = False) -> datetime | None:
     from datetime import UTC
 
     if value.replace(".", "", 1).isdigit():
-        return datetime.fromtimestamp(float(value), UTC)
+        try:
+            return datetime.fromtimestamp(float(value), UTC)
+        except (OverflowError, OSError):  # beyond the years datetime holds
+            raise ValueError("timestamp out of range") from None
     if len(value) == 10:
         day = date.fromisoformat(value)
         moment = datetime.combine(day + timedelta(days=1) if end else day, time(), UTC)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from inferd.catalog.spec import Price
+from inferd.requests import Usage
 
 
 def token_cost(price: Price, input_tokens: int, output_tokens: int) -> float:
@@ -19,11 +20,9 @@ def max_cost(price: Price, prompt_bound: int, output_tokens: int) -> float:
     return token_cost(price, prompt_bound, output_tokens)
 
 
-def task_cost(
-    price: Price, input_tokens: int, output_tokens: int, units: dict[str, float]
-) -> float:
+def task_cost(price: Price, usage: Usage) -> float:
     """Tokens (or characters, for speech synthesis), images and audio seconds."""
-    cost = token_cost(price, input_tokens, output_tokens)
-    cost += units.get("images", 0) * price.per_image
-    cost += units.get("audio_seconds", 0) * price.per_audio_second
+    cost = token_cost(price, usage.input_tokens, usage.output_tokens)
+    cost += usage.images * price.per_image
+    cost += usage.audio_seconds * price.per_audio_second
     return round(cost, 10)

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from typing import Any
+from typing import Generic, TypeVar
+
+from inferd.requests import Event, Failed, InferenceRequest, ModelInfo
 
 # emit(request_id, event) sends one event back to the gateway; thread-safe.
-Emit = Callable[[str, dict[str, Any]], None]
+Emit = Callable[[str, Event], None]
+R = TypeVar("R", bound=InferenceRequest)
 
 
 class EngineError(Exception):
@@ -19,35 +22,34 @@ class EngineError(Exception):
         self.code = code
 
 
-class Engine(ABC):
+class Engine(ABC, Generic[R]):
     """Receives requests, runs them (usually on its own threads) and emits their events."""
 
     def __init__(self, emit: Emit) -> None:
         self.emit = emit
 
     @abstractmethod
-    def info(self) -> dict[str, Any]:
+    def info(self) -> ModelInfo:
         """Facts the gateway needs about the loaded model (context length, dims, ...)."""
 
     @abstractmethod
-    def submit(self, request_id: str, payload: dict[str, Any]) -> None:
+    def submit(self, request_id: str, request: R) -> None:
         """Accept a request; must not block on the work itself."""
 
-    def cancel(self, request_id: str) -> None:  # noqa: B027 - optional for unary engines
+    def cancel(self, request_id: str) -> None:
         """Stop working on a request whose client went away."""
 
-    def close(self) -> None:  # noqa: B027
+    def close(self) -> None:
         """Release model resources."""
 
     def fail(self, request_id: str, exc: BaseException) -> None:
         if isinstance(exc, EngineError):
-            event = {"ev": "error", "status": exc.status, "code": exc.code, "message": str(exc)}
+            event = Failed(status=exc.status, code=exc.code, message=str(exc))
         else:
             # The message of an unexpected exception may quote input; report only its type.
-            event = {
-                "ev": "error",
-                "status": 500,
-                "code": "engine_error",
-                "message": f"The model failed on this request ({type(exc).__name__}).",
-            }
+            event = Failed(
+                status=500,
+                code="engine_error",
+                message=f"The model failed on this request ({type(exc).__name__}).",
+            )
         self.emit(request_id, event)

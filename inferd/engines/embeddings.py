@@ -9,15 +9,15 @@ from __future__ import annotations
 import queue
 import threading
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from inferd.engines.base import Emit, Engine, EngineError
 from inferd.engines.batching import take_batch
+from inferd.requests import Embed, Embedded, ModelInfo
 
 
-class EmbeddingsEngine(Engine):
+class EmbeddingsEngine(Engine[Embed]):
     def __init__(self, emit: Emit, model_path: Path, context_length: int, options: dict) -> None:
         super().__init__(emit)
         import torch
@@ -35,21 +35,21 @@ class EmbeddingsEngine(Engine):
         self._thread = threading.Thread(target=self._loop, name="embed-batcher", daemon=True)
         self._thread.start()
 
-    def info(self) -> dict[str, Any]:
-        return {
-            "context_length": self.model.max_seq_length,
-            "dimensions": self.model.get_embedding_dimension(),
-        }
+    def info(self) -> ModelInfo:
+        return ModelInfo(
+            context_length=self.model.max_seq_length,
+            dimensions=self.model.get_embedding_dimension(),
+        )
 
-    def submit(self, request_id: str, payload: dict[str, Any]) -> None:
-        texts = payload.get("texts")
-        if not isinstance(texts, list) or not texts:
+    def submit(self, request_id: str, request: Embed) -> None:
+        texts = request.texts
+        if not texts:
             self.fail(request_id, EngineError("input must be a non-empty list of strings"))
             return
         if len(texts) > self.max_inputs:
             self.fail(request_id, EngineError(f"at most {self.max_inputs} inputs per request"))
             return
-        self._queue.put((request_id, texts, bool(payload.get("normalize", False))))
+        self._queue.put((request_id, texts, request.normalize))
 
     def close(self) -> None:
         self._queue.put(None)
@@ -81,13 +81,16 @@ class EmbeddingsEngine(Engine):
                 continue
             start = 0
             for request_id, ts, normalize in batch:
-                rows = vectors[start : start + len(ts)].astype(np.float32)
+                rows = np.ascontiguousarray(vectors[start : start + len(ts)], dtype=np.float32)
                 if normalize:
                     norms = np.linalg.norm(rows, axis=1, keepdims=True)
                     rows = rows / np.maximum(norms, 1e-12)
                 tokens = int(sum(lengths[start : start + len(ts)]))
                 start += len(ts)
-                self.emit(request_id, {"ev": "result", "embeddings": rows, "tokens": tokens})
+                self.emit(
+                    request_id,
+                    Embedded(vectors=rows.tobytes(), dims=rows.shape[1], tokens=tokens),
+                )
 
     def _encode(self, texts: list[str]) -> tuple[np.ndarray, list[int]]:
         """One tokenization gives both the vectors and the token counts billed."""

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from inferd.catalog.spec import ModelSpec
-from inferd.catalog.weights import resolve_weights
 from inferd.engines.base import Emit, Engine
+from inferd.weights.resolve import resolve_weights
 
 
 def build_engine(spec: ModelSpec, emit: Emit) -> Engine:

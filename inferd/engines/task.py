@@ -16,6 +16,7 @@ from typing import Any
 
 from inferd.engines.base import Emit, Engine
 from inferd.engines.batching import take_batch
+from inferd.requests import ModelInfo, TaskDone, TaskRequest, Usage
 
 
 @dataclass
@@ -23,7 +24,17 @@ class TaskResult:
     output: dict[str, Any]
     input_tokens: int = 0
     output_tokens: int = 0
-    units: dict[str, float] = field(default_factory=dict)  # images, audio_seconds
+    units: dict[str, float] = field(default_factory=dict)  # images, audio_seconds, characters
+    files: list[bytes] = field(default_factory=list)  # binary outputs (images, audio)
+
+    def event(self) -> TaskDone:
+        return TaskDone(
+            output=self.output,
+            files=self.files,
+            usage=Usage(
+                input_tokens=self.input_tokens, output_tokens=self.output_tokens, **self.units
+            ),
+        )
 
 
 class TaskModel(ABC):
@@ -33,14 +44,15 @@ class TaskModel(ABC):
         return {}
 
     @abstractmethod
-    def run(self, inputs: dict[str, Any]) -> TaskResult:
-        """One request. Raise EngineError for bad input (it becomes a 4xx)."""
+    def run(self, request: Any) -> TaskResult:
+        """One request (the task's type from `inferd.requests`). Raise EngineError for bad
+        input (it becomes a 4xx)."""
 
-    def run_batch(self, batch: list[dict[str, Any]]) -> list[TaskResult | Exception]:
+    def run_batch(self, batch: list[Any]) -> list[TaskResult | Exception]:
         out: list[TaskResult | Exception] = []
-        for inputs in batch:
+        for request in batch:
             try:
-                out.append(self.run(inputs))
+                out.append(self.run(request))
             except Exception as exc:  # one bad request fails alone
                 out.append(exc)
         return out
@@ -50,32 +62,32 @@ class BatchedTaskModel(TaskModel):
     """A model that runs a whole batch in one call; single requests are batches of one."""
 
     @abstractmethod
-    def run_batch(self, batch: list[dict[str, Any]]) -> list[TaskResult | Exception]: ...
+    def run_batch(self, batch: list[Any]) -> list[TaskResult | Exception]: ...
 
-    def run(self, inputs: dict[str, Any]) -> TaskResult:
-        result = self.run_batch([inputs])[0]
+    def run(self, request: Any) -> TaskResult:
+        result = self.run_batch([request])[0]
         if isinstance(result, Exception):
             raise result
         return result
 
 
-class TaskEngine(Engine):
+class TaskEngine(Engine[TaskRequest]):
     def __init__(self, emit: Emit, model: TaskModel, options: dict[str, Any]) -> None:
         super().__init__(emit)
         self.model = model
         self.batch_wait_s = float(options.get("batch_wait_ms", 2)) / 1000.0
         self.batch_max_wait_s = float(options.get("batch_max_wait_ms", 10)) / 1000.0
-        self._queue: queue.SimpleQueue[tuple[str, dict[str, Any]] | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[tuple[str, TaskRequest] | None] = queue.SimpleQueue()
         self._cancelled: set[str] = set()
         self._last_batch = 0
         self._thread = threading.Thread(target=self._loop, name="task-runner", daemon=True)
         self._thread.start()
 
-    def info(self) -> dict[str, Any]:
-        return self.model.info()
+    def info(self) -> ModelInfo:
+        return ModelInfo(extra=self.model.info())
 
-    def submit(self, request_id: str, payload: dict[str, Any]) -> None:
-        self._queue.put((request_id, payload.get("inputs") or {}))
+    def submit(self, request_id: str, request: TaskRequest) -> None:
+        self._queue.put((request_id, request))
 
     def cancel(self, request_id: str) -> None:
         self._cancelled.add(request_id)
@@ -84,7 +96,7 @@ class TaskEngine(Engine):
         self._queue.put(None)
         self._thread.join(timeout=5)
 
-    def _take(self) -> list[tuple[str, dict[str, Any]]] | None:
+    def _take(self) -> list[tuple[str, TaskRequest]] | None:
         batch = take_batch(
             self._queue,
             max_size=self.model.max_batch,
@@ -97,25 +109,16 @@ class TaskEngine(Engine):
 
     def _loop(self) -> None:
         while (batch := self._take()) is not None:
-            live = [(rid, inputs) for rid, inputs in batch if rid not in self._cancelled]
+            live = [(rid, request) for rid, request in batch if rid not in self._cancelled]
             self._cancelled.difference_update(rid for rid, _ in batch)
             if not live:
                 continue
             try:
-                results = self.model.run_batch([inputs for _, inputs in live])
+                results = self.model.run_batch([request for _, request in live])
             except Exception as exc:
                 results = [exc] * len(live)
             for (request_id, _), result in zip(live, results, strict=True):
                 if isinstance(result, Exception):
                     self.fail(request_id, result)
                     continue
-                self.emit(
-                    request_id,
-                    {
-                        "ev": "result",
-                        "output": result.output,
-                        "input_tokens": result.input_tokens,
-                        "output_tokens": result.output_tokens,
-                        "units": result.units,
-                    },
-                )
+                self.emit(request_id, result.event())

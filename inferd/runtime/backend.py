@@ -4,15 +4,15 @@ backend implements the same two classes to place replicas on a cluster."""
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any
 
 from inferd.catalog.spec import ModelSpec
+from inferd.requests import InferenceRequest, ModelInfo
 from inferd.runtime.call import Call
 
 
 class Replica(ABC):
     spec: ModelSpec
-    info: dict[str, Any]
+    info: ModelInfo | None
 
     @property
     @abstractmethod
@@ -30,7 +30,7 @@ class Replica(ABC):
     async def wait_ready(self) -> None: ...
 
     @abstractmethod
-    def submit(self, payload: dict[str, Any]) -> Call: ...
+    def submit(self, request: InferenceRequest) -> Call: ...
 
     @abstractmethod
     async def stop(self) -> None: ...

@@ -5,16 +5,14 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import AsyncIterator, Callable
-from typing import Any
 
-TERMINAL = frozenset({"done", "result", "error"})
+from inferd.requests import TERMINAL, Event, Failed
 
-WORKER_LOST = {
-    "ev": "error",
-    "status": 503,
-    "code": "worker_crashed",
-    "message": "The model worker stopped unexpectedly while serving this request; retry it.",
-}
+WORKER_LOST = Failed(
+    status=503,
+    code="worker_crashed",
+    message="The model worker stopped unexpectedly while serving this request; retry it.",
+)
 
 
 class ModelUnavailable(Exception):
@@ -31,18 +29,18 @@ class Call:
 
     def __init__(self, call_id: str, cancel: Callable[[Call], None]) -> None:
         self.id = call_id
-        self._events: deque[dict[str, Any]] = deque()
+        self._events: deque[Event] = deque()
         self._waiter: asyncio.Future[None] | None = None
         self._cancel = cancel
         self.finished = False
 
-    def deliver(self, event: dict[str, Any]) -> None:
+    def deliver(self, event: Event) -> None:
         self._events.append(event)
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
-    async def _next(self) -> dict[str, Any]:
+    async def _next(self) -> Event:
         while not self._events:
             self._waiter = asyncio.get_running_loop().create_future()
             try:
@@ -51,20 +49,20 @@ class Call:
                 self._waiter = None
         return self._events.popleft()
 
-    async def __aiter__(self) -> AsyncIterator[dict[str, Any]]:
+    async def __aiter__(self) -> AsyncIterator[Event]:
         while True:
             event = await self._next()
-            if event["ev"] in TERMINAL:
+            if isinstance(event, TERMINAL):
                 self.finished = True
                 yield event
                 return
             yield event
 
-    async def result(self) -> dict[str, Any]:
+    async def result(self) -> Event:
         """Wait for the terminal event of a unary call."""
         while True:
             event = await self._next()
-            if event["ev"] in TERMINAL:
+            if isinstance(event, TERMINAL):
                 self.finished = True
                 return event
 

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 from inferd.catalog.spec import ModelSpec
+from inferd.requests import InferenceRequest, ModelInfo
 from inferd.runtime.backend import Replica, ReplicaBackend
 from inferd.runtime.call import Call, ModelUnavailable
 
@@ -22,11 +22,12 @@ class Deployment:
         return any(r.ready for r in self.replicas)
 
     @property
-    def info(self) -> dict[str, Any]:
+    def info(self) -> ModelInfo | None:
+        """What a loaded replica reported; None until one has loaded."""
         for replica in self.replicas:
-            if replica.info:
+            if replica.info is not None:
                 return replica.info
-        return {}
+        return None
 
     async def start(self) -> None:
         for replica in self.replicas:
@@ -35,7 +36,7 @@ class Deployment:
     async def stop(self) -> None:
         await asyncio.gather(*(r.stop() for r in self.replicas))
 
-    async def submit(self, payload: dict[str, Any], ready_timeout_s: float) -> Call:
+    async def submit(self, request: InferenceRequest, ready_timeout_s: float) -> Call:
         replica = self._pick()
         if replica is None:
             # Starting or restarting after a crash: wait rather than fail the request.
@@ -48,7 +49,7 @@ class Deployment:
             replica = self._pick()
             if replica is None:
                 raise ModelUnavailable(f"The model `{self.spec.name}` is not ready; retry later.")
-        return replica.submit(payload)
+        return replica.submit(request)
 
     def _pick(self) -> Replica | None:
         ready = [r for r in self.replicas if r.ready]

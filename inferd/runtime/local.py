@@ -13,13 +13,25 @@ import logging
 import os
 import socket
 import sys
-from typing import Any
+from collections.abc import Callable
+
+import msgspec
 
 from inferd import metrics
 from inferd.catalog.spec import ModelSpec
+from inferd.requests import TERMINAL, ControlEvent, InferenceRequest, ModelInfo, Ready
 from inferd.runtime.backend import Replica, ReplicaBackend
 from inferd.runtime.call import WORKER_LOST, Call
-from inferd.worker.protocol import HEADER, MAX_FRAME, decode, encode
+from inferd.worker.protocol import (
+    Cancel,
+    FrameBuffer,
+    FrameTooLarge,
+    Reply,
+    Submit,
+    ToGateway,
+    encode,
+    to_gateway,
+)
 
 log = logging.getLogger("inferd.runtime")
 
@@ -40,10 +52,10 @@ class LocalReplica(Replica):
         self.spec = spec
         self.env = env
         self.index = index
-        self.info: dict[str, Any] = {}
+        self.info: ModelInfo | None = None
         self.restart_backoff_s = restart_backoff_s
         self.process: asyncio.subprocess.Process | None = None
-        self._writer: asyncio.StreamWriter | None = None
+        self._writer: asyncio.Transport | None = None
         self._pending: dict[str, Call] = {}
         self._ids = itertools.count(1)
         self._outbox: list[bytes] = []
@@ -71,10 +83,10 @@ class LocalReplica(Replica):
     async def wait_ready(self) -> None:
         await self._ready.wait()
 
-    def submit(self, payload: dict[str, Any]) -> Call:
+    def submit(self, request: InferenceRequest) -> Call:
         call = Call(f"{next(self._ids):x}", self._cancel)
         self._pending[call.id] = call
-        self._send(encode({"op": "submit", "id": call.id, "payload": payload}))
+        self._send(encode(Submit(call.id, request)))
         self._queue_depth.inc()
         return call
 
@@ -92,7 +104,7 @@ class LocalReplica(Replica):
     def _cancel(self, call: Call) -> None:
         if self._pending.pop(call.id, None) is not None:
             self._queue_depth.dec()
-            self._send(encode({"op": "cancel", "id": call.id}))
+            self._send(encode(Cancel(call.id)))
 
     async def stop(self) -> None:
         self._stopping = True
@@ -148,55 +160,76 @@ class LocalReplica(Replica):
             )
         finally:
             child.close()
-        reader, self._writer = await asyncio.open_unix_connection(sock=parent)
+        loop = asyncio.get_running_loop()
+        link = WorkerLink(self._on_message)
+        transport, _ = await loop.create_unix_connection(lambda: link, sock=parent)
+        self._writer = transport  # type: ignore[assignment]
         try:
-            await self._read_events(reader)
+            await link.closed
         finally:
             self._writer.close()
             if self.process.returncode is None:
                 self.process.kill()
             await self.process.wait()
 
-    async def _read_events(self, reader: asyncio.StreamReader) -> None:
-        pending = self._pending
-        while True:
-            try:
-                header = await reader.readexactly(HEADER.size)
-                (length,) = HEADER.unpack(header)
-                if length > MAX_FRAME:
-                    return
-                event = decode(await reader.readexactly(length))
-            except (asyncio.IncompleteReadError, ConnectionError):
-                return
-            call_id = event.pop("id", None)
-            if call_id is None:
-                self._control(event)
-                continue
-            call = pending.get(call_id)
-            if call is None:
-                continue  # cancelled meanwhile
-            if event["ev"] in ("done", "result", "error"):
-                del pending[call_id]
-                self._queue_depth.dec()
-            call.deliver(event)
+    def _on_message(self, message: ToGateway) -> None:
+        if not isinstance(message, Reply):
+            self._control(message.event)
+            return
+        call = self._pending.get(message.id)
+        if call is None:
+            return  # cancelled meanwhile
+        event = message.event
+        if isinstance(event, TERMINAL):
+            del self._pending[message.id]
+            self._queue_depth.dec()
+        call.deliver(event)
 
-    def _control(self, event: dict[str, Any]) -> None:
-        if event["ev"] == "ready":
-            self.info = event.get("info", {})
+    def _control(self, event: ControlEvent) -> None:
+        if isinstance(event, Ready):
+            self.info = event.info
             self._ready.set()
             metrics.REPLICAS.labels(self.spec.name).inc()
-            log.info("worker ready", extra={"model": self.spec.name, "pid": event.get("pid")})
-        elif event["ev"] == "fatal":
+            log.info("worker ready", extra={"model": self.spec.name, "pid": event.pid})
+        else:
             log.error(
                 "worker could not load its model",
-                extra={"model": self.spec.name, "error": event.get("message", "")},
+                extra={"model": self.spec.name, "error": event.message},
             )
 
     def _fail_pending(self) -> None:
         pending, self._pending = self._pending, {}
         for call in pending.values():
             self._queue_depth.dec()
-            call.deliver(dict(WORKER_LOST))
+            call.deliver(WORKER_LOST)
+
+
+class WorkerLink(asyncio.Protocol):
+    """The gateway's end of a worker socket: every read is split into frames and decoded in
+    one callback (no coroutine step per frame). `closed` resolves when the worker is gone."""
+
+    def __init__(self, on_message: Callable[[ToGateway], None]) -> None:
+        self.on_message = on_message
+        self.frames = FrameBuffer()
+        self.transport: asyncio.Transport | None = None
+        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            for body in self.frames.feed(data):
+                self.on_message(to_gateway.decode(body))
+        except (FrameTooLarge, msgspec.DecodeError, msgspec.ValidationError) as exc:
+            # A worker that speaks garbage is treated as crashed: fail its calls, restart it.
+            log.error("bad frame from worker", extra={"error": type(exc).__name__})
+            assert self.transport is not None
+            self.transport.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.closed.done():
+            self.closed.set_result(None)
 
 
 class LocalBackend(ReplicaBackend):

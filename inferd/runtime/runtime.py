@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from inferd.catalog import Catalog
+from inferd.requests import InferenceRequest, ModelInfo
 from inferd.runtime.backend import ReplicaBackend
 from inferd.runtime.call import Call
 from inferd.runtime.deployment import Deployment
@@ -27,8 +26,8 @@ class Runtime:
     def ready(self) -> bool:
         return all(d.ready for d in self.deployments.values())
 
-    def info(self, model: str) -> dict[str, Any]:
+    def info(self, model: str) -> ModelInfo | None:
         return self.deployments[model].info
 
-    async def submit(self, model: str, payload: dict[str, Any]) -> Call:
-        return await self.deployments[model].submit(payload, self.ready_timeout_s)
+    async def submit(self, model: str, request: InferenceRequest) -> Call:
+        return await self.deployments[model].submit(request, self.ready_timeout_s)

@@ -13,32 +13,49 @@ import queue
 import socket
 import sys
 import threading
-from typing import Any
+from collections.abc import Iterator
 
 from inferd.catalog.spec import ModelSpec
 from inferd.engines.factory import build_engine
-from inferd.worker.protocol import HEADER, MAX_FRAME, decode, encode
+from inferd.requests import Event, Failed, Fatal, Ready
+from inferd.worker.protocol import (
+    BadRequest,
+    Cancel,
+    Control,
+    FrameBuffer,
+    FrameTooLarge,
+    Reply,
+    Submit,
+    ToGateway,
+    ToWorker,
+    decode_to_worker,
+    encode,
+)
+
+RECV_BYTES = 1 << 20
+BAD_REQUEST = Failed(status=500, code="bad_request_frame", message="The request was malformed.")
 
 
 class Channel:
-    """Reads requests on the caller's thread; a writer thread sends events, coalescing every
-    frame queued since its last write into one sendall, so engine threads never block on I/O."""
+    """Reads requests on the caller's thread; a writer thread encodes and sends events,
+    coalescing every frame queued since its last write into one sendall, so engine threads
+    never block on I/O."""
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
-        self._out: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
+        self._out: queue.SimpleQueue[ToGateway | None] = queue.SimpleQueue()
         self._writer = threading.Thread(target=self._write_loop, name="channel-writer", daemon=True)
         self._writer.start()
 
-    def send(self, message: dict[str, Any]) -> None:
-        self._out.put(encode(message))
+    def send(self, message: ToGateway) -> None:
+        self._out.put(message)
 
     def _write_loop(self) -> None:
         while True:
             frame = self._out.get()
             if frame is None:
                 return
-            frames = [frame]
+            frames = [encode(frame)]
             while True:
                 try:
                     more = self._out.get_nowait()
@@ -47,7 +64,7 @@ class Channel:
                 if more is None:
                     self._out.put(None)
                     break
-                frames.append(more)
+                frames.append(encode(more))
             try:
                 self.sock.sendall(b"".join(frames))
             except OSError:
@@ -58,49 +75,43 @@ class Channel:
         self._out.put(None)
         self._writer.join(timeout=5)
 
-    def recv(self) -> dict[str, Any] | None:
-        header = self._read_exact(HEADER.size)
-        if header is None:
-            return None
-        (length,) = HEADER.unpack(header)
-        if length > MAX_FRAME:
-            return None
-        body = self._read_exact(length)
-        return None if body is None else decode(body)
-
-    def _read_exact(self, n: int) -> bytes | None:
-        chunks = bytearray()
-        while len(chunks) < n:
-            chunk = self.sock.recv(n - len(chunks))
-            if not chunk:
-                return None
-            chunks += chunk
-        return bytes(chunks)
+    def messages(self) -> Iterator[ToWorker]:
+        """Requests until the gateway closes the socket (or sends garbage)."""
+        frames = FrameBuffer()
+        while True:
+            data = self.sock.recv(RECV_BYTES)
+            if not data:
+                return
+            try:
+                bodies = frames.feed(data)
+            except FrameTooLarge:
+                return
+            for body in bodies:
+                try:
+                    yield decode_to_worker(body)
+                except BadRequest as exc:
+                    # A gateway bug, never user input verbatim: fail this call only.
+                    self.send(Reply(exc.call_id, BAD_REQUEST))
 
 
 def serve(fd: int, spec: ModelSpec) -> None:
     channel = Channel(socket.socket(fileno=fd))
 
-    def emit(request_id: str, event: dict[str, Any]) -> None:
-        event["id"] = request_id
-        channel.send(event)
+    def emit(request_id: str, event: Event) -> None:
+        channel.send(Reply(request_id, event))
 
     try:
         engine = build_engine(spec, emit)
     except Exception as exc:
-        channel.send({"ev": "fatal", "message": f"{type(exc).__name__}: {exc}"})
+        channel.send(Control(Fatal(f"{type(exc).__name__}: {exc}")))
         channel.close()
         raise
-    channel.send({"ev": "ready", "info": engine.info(), "pid": os.getpid()})
-    while True:
-        message = channel.recv()
-        if message is None:
-            break
-        op = message.get("op")
-        if op == "submit":
-            engine.submit(message["id"], message["payload"])
-        elif op == "cancel":
-            engine.cancel(message["id"])
+    channel.send(Control(Ready(info=engine.info(), pid=os.getpid())))
+    for message in channel.messages():
+        if isinstance(message, Submit):
+            engine.submit(message.id, message.request)
+        elif isinstance(message, Cancel):
+            engine.cancel(message.id)
     engine.close()
     channel.close()
 

@@ -1,33 +1,110 @@
 """Frames between the gateway's runtime and a worker process.
 
-A frame is a 4-byte big-endian length followed by one orjson-encoded object. Requests go
-gateway → worker as ``{"op": "submit" | "cancel", "id": ..., ...}``; events come back as
-``{"id": ..., "ev": ...}``. Event kinds:
+A frame is a 4-byte big-endian length followed by one msgpack message (msgspec, typed: the
+types are `inferd.requests`). Bytes (images, audio, embeddings) travel as msgpack binary.
 
-- ``ready``   (no id) the engine loaded; carries ``info`` about the model.
-- ``start``   prompt accepted; carries ``prompt_tokens``.
-- ``tokens``  generated tokens: ``items`` = [[token_id, text, logprob, special], ...].
-- ``result``  a unary task's whole result (embeddings, ...).
-- ``done``    a generation ended; carries ``finish_reason`` and token counts.
-- ``error``   the request failed; carries ``status``, ``code`` and ``message`` (never content).
+- gateway → worker: `Submit` (a call id and an `InferenceRequest`) or `Cancel`.
+- worker → gateway: `Reply` (a call id and an `Event`) or `Control` (`Ready`, `Fatal`).
 """
 
 from __future__ import annotations
 
 import struct
-from typing import Any
 
-import orjson
+import msgspec
+from msgspec import Struct
+
+from inferd.requests import ControlEvent, Event, InferenceRequest
 
 HEADER = struct.Struct(">I")
 MAX_FRAME = 256 * 1024 * 1024
-_DUMP_OPTIONS = orjson.OPT_SERIALIZE_NUMPY
 
 
-def encode(message: dict[str, Any]) -> bytes:
-    body = orjson.dumps(message, option=_DUMP_OPTIONS)
+class Submit(Struct, tag="submit", array_like=True):
+    id: str
+    request: InferenceRequest
+
+
+class _SubmitRaw(Struct, tag="submit", array_like=True):
+    """A Submit whose request is decoded on its own, so a malformed request fails that one
+    call instead of the worker."""
+
+    id: str
+    request: msgspec.Raw
+
+
+class Cancel(Struct, tag="cancel", array_like=True):
+    id: str
+
+
+class Reply(Struct, tag="reply", array_like=True):
+    id: str
+    event: Event
+
+
+class Control(Struct, tag="control", array_like=True):
+    event: ControlEvent
+
+
+ToWorker = Submit | Cancel
+ToGateway = Reply | Control
+
+_encoder = msgspec.msgpack.Encoder()
+_to_worker = msgspec.msgpack.Decoder(_SubmitRaw | Cancel)
+_request = msgspec.msgpack.Decoder(InferenceRequest)
+to_gateway = msgspec.msgpack.Decoder(ToGateway)
+
+
+class BadRequest(Exception):
+    def __init__(self, call_id: str, error: msgspec.MsgspecError) -> None:
+        super().__init__(str(error))
+        self.call_id = call_id
+
+
+def decode_to_worker(body: bytes) -> ToWorker:
+    """Raises BadRequest (with the call id) when only the request part is malformed."""
+    message = _to_worker.decode(body)
+    if isinstance(message, Cancel):
+        return message
+    try:
+        return Submit(message.id, _request.decode(message.request))
+    except msgspec.MsgspecError as exc:
+        raise BadRequest(message.id, exc) from None
+
+
+def encode(message: ToWorker | ToGateway) -> bytes:
+    body = _encoder.encode(message)
     return HEADER.pack(len(body)) + body
 
 
-def decode(body: bytes) -> dict[str, Any]:
-    return orjson.loads(body)
+class FrameTooLarge(Exception):
+    pass
+
+
+class FrameBuffer:
+    """Splits a byte stream into frame bodies. Frames arrive coalesced (many per write), so
+    each read of the socket is parsed whole: no syscall or await per frame."""
+
+    __slots__ = ("_buffer",)
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+
+    def feed(self, data: bytes) -> list[bytes]:
+        buffer = self._buffer
+        buffer += data
+        bodies = []
+        start, end = 0, len(buffer)
+        with memoryview(buffer) as view:
+            while end - start >= HEADER.size:
+                (length,) = HEADER.unpack_from(view, start)
+                if length > MAX_FRAME:
+                    raise FrameTooLarge(length)
+                if end - start - HEADER.size < length:
+                    break
+                start += HEADER.size
+                bodies.append(bytes(view[start : start + length]))  # one copy, out of the buffer
+                start += length
+        if start:
+            del buffer[:start]
+        return bodies

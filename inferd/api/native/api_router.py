@@ -2,28 +2,57 @@
 
 from __future__ import annotations
 
+from typing import Any, Union
+
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
 
+from inferd.api.endpoint import FORM, INFERENCE_ERRORS, JSON, SSE, Endpoint, Events, Reply
 from inferd.api.errors import APIError
 from inferd.api.model_cards import model_card
+from inferd.api.native.protocol import (
+    EmbeddingsRequest,
+    EmbeddingsResponse,
+    TextGenerationRequest,
+    TextGenerationResponse,
+    TextGenerationStreamEvent,
+)
 from inferd.api.native.serving import infer
+from inferd.api.native.task_protocol import TASK_RESPONSES, TASKS
+from inferd.api.protocol import ErrorResponse, ModelCard
 from inferd.api.responses import JSONResponse
 from inferd.catalog import ModelNotFound
 
+MODEL_PARAM = {"model": "A served model's name (it may contain `/`)."}
+# The model's task picks the body; the document lists every task's (text generation first).
+_requests: list[Any] = [TextGenerationRequest, EmbeddingsRequest]
+_requests += [request for request, _ in TASKS.values() if request not in _requests]
+InferenceRequest = Union[tuple(_requests)]  # type: ignore[valid-type]  # noqa: UP007
+InferenceResponse = Union[  # type: ignore[valid-type]  # noqa: UP007
+    tuple([TextGenerationResponse, EmbeddingsResponse, *TASK_RESPONSES.values()])
+]
+
 
 async def inference(request: Request) -> Response:
+    """Run a model
+
+    The body depends on the model's task (`GET /models/{model}` tells it): text generation,
+    embeddings, or one of the tasks in docs/tasks.md. JSON, or multipart/form-data with binary
+    fields (images, audio) as file parts; JSON takes them as data URLs or http(s) URLs. Text
+    generation with `stream: true` answers with server-sent events, one per token.
+    """
     return await infer(request.app.state.gateway, request, request.path_params["model"])
 
 
 async def list_models(request: Request) -> Response:
+    """List the served models"""
     gateway = request.app.state.gateway
     await gateway.auth.authenticate(request.headers.get("authorization"))
     return JSONResponse([model_card(gateway, spec) for spec in gateway.catalog])
 
 
 async def get_model(request: Request) -> Response:
+    """Describe a served model"""
     gateway = request.app.state.gateway
     await gateway.auth.authenticate(request.headers.get("authorization"))
     try:
@@ -35,7 +64,33 @@ async def get_model(request: Request) -> Response:
 
 
 routes = [
-    Route("/v1/inference/{model:path}", inference, methods=["POST"]),
-    Route("/models/list", list_models, methods=["GET"]),
-    Route("/models/{model:path}", get_model, methods=["GET"]),
+    Endpoint(
+        "/v1/inference/{model:path}",
+        inference,
+        "POST",
+        params=MODEL_PARAM,
+        body={JSON: InferenceRequest, FORM: InferenceRequest},
+        responses={
+            200: Reply(
+                "The task's output with `request_id` and `inference_status`; for streamed "
+                "text generation, one event per token.",
+                {JSON: InferenceResponse, SSE: Events(TextGenerationStreamEvent | ErrorResponse)},
+            )
+        },
+        errors=(*INFERENCE_ERRORS, 415),
+    ),
+    Endpoint(
+        "/models/list",
+        list_models,
+        "GET",
+        responses={200: Reply("Every served model.", {JSON: list[ModelCard]})},
+    ),
+    Endpoint(
+        "/models/{model:path}",
+        get_model,
+        "GET",
+        params=MODEL_PARAM,
+        responses={200: Reply("The model's card.", {JSON: ModelCard})},
+        errors=(404,),
+    ),
 ]

@@ -9,40 +9,37 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from inferd.api import sse
-from inferd.api.embeddings import run_embeddings
+from inferd.api.disconnect import unless_disconnected
+from inferd.api.errors import error_body
 from inferd.api.gateway import Gateway
-from inferd.api.generation import Generation, GenerationFailed, Run, start_run
 from inferd.api.native.protocol import EmbeddingsRequest, TextGenerationRequest
 from inferd.api.native.serving_tasks import infer_task
 from inferd.api.native.task_protocol import TASKS
 from inferd.api.response_format import constraint_for
 from inferd.api.responses import JSONResponse
+from inferd.auth import Principal
+from inferd.catalog import ModelSpec
+from inferd.requests import Embed, Generate, SamplingParams, Token
+from inferd.serving import RequestMeta
+from inferd.serving.generation import Generation, GenerationFailed, Run
 
 # Engine finish reasons → TGI's.
 NATIVE_FINISH = {"eos": "eos_token", "stop_sequence": "stop_sequence", "length": "length"}
 
 
 async def infer(gateway: Gateway, request: Request, model: str) -> Response:
+    meta = gateway.meta(request, "native")
+    principal = await gateway.principal(request)
     data = await gateway.read_fields(request)
-    spec = gateway.catalog.find(model)
-    if spec is not None and spec.task in TASKS:
-        return await infer_task(gateway, request, spec, data)
-    if spec is not None and spec.task == "embeddings":
-        request.scope.setdefault("state", {})["route"] = "native_embeddings"
-        req = gateway.validate(EmbeddingsRequest, data)
-        bound = sum(len(t.encode()) + 2 for t in req.inputs)
-        admission = await gateway.admit(request, model, ("embeddings",), prompt_bound=bound)
-        return await _embeddings(gateway, request, admission, req)
-    request.scope.setdefault("state", {})["route"] = "native_text_generation"
+    spec = gateway.serving.resolve(principal, model, None)
+    meta.route = "native_" + spec.task.replace("-", "_")
+    if spec.task in TASKS:
+        return await infer_task(gateway, request, principal, spec, data, meta)
+    if spec.task == "embeddings":
+        body = gateway.validate(EmbeddingsRequest, data)
+        return await _embeddings(gateway, request, principal, spec, body, meta)
     gen_req = gateway.validate(TextGenerationRequest, data)
-    admission = await gateway.admit(
-        request,
-        model,
-        ("text-generation",),
-        prompt_bound=len(gen_req.input.encode()) + 16,
-        max_output=gen_req.max_new_tokens or gateway.settings.default_native_max_new_tokens,
-    )
-    return await _text_generation(gateway, request, admission, gen_req)
+    return await _text_generation(gateway, request, principal, spec, gen_req, meta)
 
 
 def _status(run: Run) -> dict[str, Any]:
@@ -55,7 +52,7 @@ def _status(run: Run) -> dict[str, Any]:
     }
 
 
-def _details(generation: Generation, items: list[list] | None) -> dict[str, Any]:
+def _details(generation: Generation, items: list[Token] | None) -> dict[str, Any]:
     details: dict[str, Any] = {
         "finish_reason": NATIVE_FINISH.get(generation.finish_reason or "", "length"),
         "generated_tokens": generation.completion_tokens,
@@ -67,40 +64,57 @@ def _details(generation: Generation, items: list[list] | None) -> dict[str, Any]
     return details
 
 
-def _token(item: list) -> dict[str, Any]:
-    token = {"id": item[0], "text": item[1], "logprob": item[2], "special": item[3]}
-    if len(item) > 4:
-        token["top_tokens"] = [{"id": i, "text": t, "logprob": lp} for i, t, lp in item[4]]
+def _token(item: Token) -> dict[str, Any]:
+    token: dict[str, Any] = {
+        "id": item.id,
+        "text": item.text,
+        "logprob": item.logprob,
+        "special": item.special,
+    }
+    if item.top is not None:
+        token["top_tokens"] = [{"id": t.id, "text": t.text, "logprob": t.logprob} for t in item.top]
     return token
 
 
-async def _text_generation(gateway, request, admission, body: TextGenerationRequest) -> Response:
-    params = {
-        "max_tokens": body.max_new_tokens,
-        "default_max_tokens": gateway.settings.default_native_max_new_tokens,
-        "max_output_tokens": gateway.settings.max_output_tokens,
-        "temperature": body.temperature,
-        "top_p": body.top_p,
-        "top_k": body.top_k,
-        "min_p": body.min_p,
-        "repetition_penalty": body.repetition_penalty,
-        "presence_penalty": body.presence_penalty,
-        "frequency_penalty": body.frequency_penalty,
-        "stop": body.stop,
-        "seed": body.seed,
-        "ignore_eos": body.ignore_eos,
-        "top_logprobs": body.top_logprobs,
-        "constraint": constraint_for(body.response_format),
-    }
-    run = await start_run(
-        gateway, admission, request, [{"kind": "generate", "prompt": body.input, "params": params}]
+def generate_request(gateway: Gateway, body: TextGenerationRequest) -> Generate:
+    settings = gateway.settings
+    params = SamplingParams(
+        max_tokens=body.max_new_tokens,
+        default_max_tokens=settings.default_native_max_new_tokens,
+        max_output_tokens=settings.max_output_tokens,
+        temperature=body.temperature,
+        top_p=body.top_p,
+        top_k=body.top_k,
+        min_p=body.min_p,
+        repetition_penalty=body.repetition_penalty,
+        presence_penalty=body.presence_penalty,
+        frequency_penalty=body.frequency_penalty,
+        stop=body.stop or [],
+        seed=body.seed,
+        ignore_eos=body.ignore_eos,
+        logprobs=body.details or body.top_logprobs > 0,
+        top_logprobs=body.top_logprobs,
+        constraint=constraint_for(body.response_format),
     )
+    return Generate(params=params, prompt=body.input)
+
+
+async def _text_generation(
+    gateway: Gateway,
+    request: Request,
+    principal: Principal,
+    spec: ModelSpec,
+    body: TextGenerationRequest,
+    meta: RequestMeta,
+) -> Response:
+    generate = generate_request(gateway, body)
+    run = await gateway.serving.generate(principal, spec, [generate], meta)
     if body.stream:
         return StreamingResponse(_stream(run), media_type=sse.MEDIA_TYPE, headers=sse.HEADERS)
-    [items] = await run.complete(request)
+    [items] = await unless_disconnected(request, run.complete())
     generation = run.generations[0]
     response = {
-        "request_id": admission.request_id,
+        "request_id": run.admission.request_id,
         "inference_status": _status(run),
         "results": [{"generated_text": generation.text}],
         "num_tokens": run.completion_tokens,
@@ -111,14 +125,14 @@ async def _text_generation(gateway, request, admission, body: TextGenerationRequ
     return JSONResponse(response)
 
 
-def _token_event(item: list) -> dict[str, Any]:
+def _token_event(item: Token) -> dict[str, Any]:
     return {"token": _token(item), "generated_text": None, "details": None}
 
 
 async def _stream(run: Run) -> AsyncIterator[bytes]:
     """TGI-style: one event per token; the last one carries generated_text and details."""
     generation = run.generations[0]
-    held: list | None = None
+    held: Token | None = None
     failed: int | None = None
     try:
         try:
@@ -131,11 +145,11 @@ async def _stream(run: Run) -> AsyncIterator[bytes]:
             failed = exc.error.status
             if held is not None:
                 yield sse.frame(_token_event(held))
-            yield sse.frame(exc.error.body())
+            yield sse.frame(error_body(exc.error))
             return
         if held is None:
-            last = generation.last_token or [None, 0.0]
-            held = [last[0], "", last[1], False]
+            last = generation.last_token
+            held = Token(last.id if last else 0, "", last.logprob if last else 0.0, False)
         final = _token_event(held)
         final["generated_text"] = generation.text
         final["details"] = _details(generation, None)
@@ -146,16 +160,28 @@ async def _stream(run: Run) -> AsyncIterator[bytes]:
         await run.aclose(failed)
 
 
-async def _embeddings(gateway, request, admission, body: EmbeddingsRequest) -> Response:
-    result = await run_embeddings(gateway, admission, request, body.inputs, body.normalize)
+async def _embeddings(
+    gateway: Gateway,
+    request: Request,
+    principal: Principal,
+    spec: ModelSpec,
+    body: EmbeddingsRequest,
+    meta: RequestMeta,
+) -> Response:
+    result = await unless_disconnected(
+        request,
+        gateway.serving.embed(
+            principal, spec, Embed(texts=body.inputs, normalize=body.normalize), meta
+        ),
+    )
     return JSONResponse(
         {
-            "request_id": admission.request_id,
+            "request_id": result.admission.request_id,
             "embeddings": result.vectors,
             "input_tokens": result.tokens,
             "inference_status": {
                 "status": "succeeded",
-                "runtime_ms": admission.runtime_ms,
+                "runtime_ms": result.admission.runtime_ms,
                 "cost": result.cost,
                 "tokens_input": result.tokens,
             },

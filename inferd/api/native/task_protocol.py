@@ -6,11 +6,14 @@ fields arrive as strings; pydantic's lax mode turns "0.5" and "true" into number
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, NotRequired
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+from typing_extensions import TypedDict
 
-from inferd.api.tasks import MediaKind
+from inferd.api.native.protocol import InferenceStatus
+
+MediaKind = Literal["image", "audio"]
 
 Media = str | bytes
 MAX_TEXT = 100_000
@@ -96,4 +99,131 @@ TASKS: dict[str, tuple[type[_TaskRequest], dict[str, MediaKind]]] = {
     "fill-mask": (FillMaskRequest, {}),
     "zero-shot-image-classification": (ZeroShotImageRequest, {"image": "image"}),
     "object-detection": (ObjectDetectionRequest, {"image": "image"}),
+}
+
+
+# -- response bodies: `request_id`, `inference_status` and the task's output ------------------
+
+
+class TaskResponse(TypedDict):
+    request_id: str
+    inference_status: InferenceStatus
+
+
+class Word(TypedDict):
+    word: str
+    start: float
+    end: float
+
+
+class Segment(TypedDict):
+    id: int
+    start: float
+    end: float
+    text: str
+    words: NotRequired[list[Word]]
+
+
+class SpeechRecognitionResponse(TaskResponse):
+    text: str
+    segments: list[Segment]
+    language: str
+    duration: float
+
+
+class TextToSpeechResponse(TaskResponse):
+    audio: str  # a data URL
+    content_type: str
+    format: Literal["wav", "mp3"]
+
+
+class OcrLine(TypedDict):
+    text: str
+    score: float
+    box: list[list[float]]  # corner points [x, y], clockwise from top left
+
+
+class OcrResponse(TaskResponse):
+    text: str  # the lines in reading order
+    lines: list[OcrLine]
+
+
+class Entity(TypedDict):
+    entity_group: str
+    score: float
+    word: str
+    start: int
+    end: int
+
+
+class TokenClassificationResponse(TaskResponse):
+    results: list[Entity]
+
+
+class Label(TypedDict):
+    label: str
+    score: float
+
+
+class ImageClassificationResponse(TaskResponse):
+    results: list[Label]
+
+
+class TextClassificationResponse(TaskResponse):
+    results: list[Label]
+    compound: NotRequired[float]
+
+
+class RerankResponse(TaskResponse):
+    scores: list[float]
+
+
+class TextToImageResponse(TaskResponse):
+    images: list[str]  # data URLs (image/png)
+
+
+class MaskFill(TypedDict):
+    sequence: str
+    score: float
+    token: int
+    token_str: str
+
+
+class FillMaskResponse(TaskResponse):
+    results: list[MaskFill]
+
+
+class ZeroShotImageClassificationResponse(TaskResponse):
+    results: list[Label]
+
+
+class Box(TypedDict):
+    xmin: float
+    ymin: float
+    xmax: float
+    ymax: float
+
+
+class DetectedObject(TypedDict):
+    label: str
+    score: float
+    box: Box
+
+
+class ObjectDetectionResponse(TaskResponse):
+    results: list[DetectedObject]
+
+
+TASK_RESPONSES: dict[str, type[TaskResponse]] = {
+    "automatic-speech-recognition": SpeechRecognitionResponse,
+    "text-to-speech": TextToSpeechResponse,
+    "ocr": OcrResponse,
+    "image-classification": ImageClassificationResponse,
+    "token-classification": TokenClassificationResponse,
+    "text-classification": TextClassificationResponse,
+    "reranking": RerankResponse,
+    "text-to-image": TextToImageResponse,
+    "fill-mask": FillMaskResponse,
+    "zero-shot-image-classification": ZeroShotImageClassificationResponse,
+    "object-detection": ObjectDetectionResponse,
 }

@@ -3,11 +3,14 @@ may arrive as numeric strings, `content` may be null. What matters is validated.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, NotRequired
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+from typing_extensions import TypedDict
 
 from inferd.api.errors import APIError
+from inferd.api.protocol import ModelCard, Seed
+from inferd.requests import SamplingParams
 
 
 class _Lenient(BaseModel):
@@ -47,18 +50,6 @@ class ChatMessage(_Lenient):
                 urls.append(ref.get("url") if isinstance(ref, dict) else ref)
         return urls
 
-    def wire_content(self) -> str | list[dict[str, Any]]:
-        """Text, or text and image placeholders in order when the message holds images."""
-        if not self.image_urls():
-            return self.text()
-        parts: list[dict[str, Any]] = []
-        for part in self.content or ():
-            if part.get("type") == "text":
-                parts.append({"type": "text", "text": str(part.get("text", ""))})
-            elif part.get("type") == "image_url":
-                parts.append({"type": "image"})
-        return parts
-
 
 class SamplingFields(_Lenient):
     """Fields shared by chat and legacy completions."""
@@ -73,7 +64,7 @@ class SamplingFields(_Lenient):
     presence_penalty: float = Field(default=0.0, ge=-2.0, le=2.0)
     frequency_penalty: float = Field(default=0.0, ge=-2.0, le=2.0)
     stop: str | list[str] | None = None
-    seed: int | None = None
+    seed: Seed | None = None
     ignore_eos: bool = False  # extension (as in vLLM): generate exactly max_tokens
     n: int = Field(default=1, ge=1, le=16)
     stream: bool = False
@@ -94,21 +85,21 @@ class SamplingFields(_Lenient):
     def include_usage(self) -> bool:
         return bool(self.stream_options and self.stream_options.include_usage)
 
-    def sampling_params(self, max_output_tokens: int) -> dict[str, Any]:
-        return {
-            "max_tokens": self.max_tokens,
-            "max_output_tokens": max_output_tokens,
-            "temperature": self.temperature,
-            "top_p": self.top_p,
-            "top_k": self.top_k,
-            "min_p": self.min_p,
-            "repetition_penalty": self.repetition_penalty,
-            "presence_penalty": self.presence_penalty,
-            "frequency_penalty": self.frequency_penalty,
-            "stop": self.stop or [],
-            "seed": self.seed,
-            "ignore_eos": self.ignore_eos,
-        }
+    def sampling_params(self, max_output_tokens: int) -> SamplingParams:
+        return SamplingParams(
+            max_tokens=self.max_tokens,
+            max_output_tokens=max_output_tokens,
+            temperature=self.temperature,
+            top_p=self.top_p,
+            top_k=self.top_k,
+            min_p=self.min_p,
+            repetition_penalty=self.repetition_penalty,
+            presence_penalty=self.presence_penalty,
+            frequency_penalty=self.frequency_penalty,
+            stop=self.stop or [],
+            seed=self.seed,
+            ignore_eos=self.ignore_eos,
+        )
 
 
 class ChatCompletionRequest(SamplingFields):
@@ -120,12 +111,6 @@ class ChatCompletionRequest(SamplingFields):
     tool_choice: Any = None
     parallel_tool_calls: bool | None = None
     response_format: dict[str, Any] | None = None
-
-    def prompt_bound(self, tokens_per_image: int) -> int:
-        """Upper bound on prompt tokens (a token is at least one byte), for budgets."""
-        tools = len(str(self.tools or "")) if self.tools else 0
-        text = sum(len(m.text().encode()) + 16 for m in self.messages) + 64 + 2 * tools
-        return text + tokens_per_image * len(self.image_urls())
 
     def image_urls(self) -> list[str]:
         return [url for m in self.messages for url in m.image_urls()]
@@ -155,19 +140,6 @@ class ChatCompletionRequest(SamplingFields):
                         code="unsupported_content",
                     )
 
-    def wire_messages(self) -> list[dict[str, Any]]:
-        out = []
-        for m in self.messages:
-            message: dict[str, Any] = {"role": m.role, "content": m.wire_content()}
-            if m.name:
-                message["name"] = m.name
-            if m.tool_calls:
-                message["tool_calls"] = m.tool_calls
-            if m.tool_call_id:
-                message["tool_call_id"] = m.tool_call_id
-            out.append(message)
-        return out
-
 
 class CompletionRequest(SamplingFields):
     prompt: str | list[str]
@@ -186,9 +158,6 @@ class CompletionRequest(SamplingFields):
     @property
     def prompt_text(self) -> str:
         return self.prompt if isinstance(self.prompt, str) else self.prompt[0]
-
-    def prompt_bound(self) -> int:
-        return len(self.prompt_text.encode()) + 16
 
     def refuse_unsupported(self) -> None:
         if self.suffix:
@@ -223,3 +192,228 @@ class EmbeddingRequest(_Lenient):
         if any(not v for v in value):
             raise APIError(400, "`input` must not contain empty strings.", param="input")
         return list(value)  # type: ignore[arg-type]
+
+
+class ImageGenerationRequest(_Lenient):
+    model: str
+    prompt: str = Field(min_length=1, max_length=10_000)
+    n: int = Field(default=1, ge=1, le=4)
+    size: str | None = Field(default=None, description="`WIDTHxHEIGHT`, e.g. `512x512`, or `auto`.")
+    response_format: Literal["url", "b64_json"] = "url"
+    negative_prompt: str | None = None  # extensions, as DeepInfra accepts them
+    num_inference_steps: int | None = Field(default=None, ge=1, le=150)
+    seed: int | None = Field(default=None, ge=0, le=2**32 - 1)
+
+
+class TranscriptionRequest(_Lenient):
+    """multipart/form-data like OpenAI's (`file` is the audio); a JSON body may give `file` as
+    a data URL or an http(s) URL."""
+
+    model: str
+    file: str | bytes
+    language: str | None = Field(default=None, max_length=16)
+    prompt: str | None = Field(default=None, max_length=4096)
+    response_format: Literal["json", "text", "srt", "verbose_json", "vtt"] = "json"
+    temperature: float = Field(default=0.0, ge=0.0, le=1.0)
+    timestamp_granularities: list[Literal["word", "segment"]] = Field(default_factory=list)
+
+
+class SpeechRequest(_Lenient):
+    model: str
+    input: str = Field(min_length=1, max_length=4096)
+    voice: str | None = None
+    response_format: Literal["mp3", "wav"] = "mp3"
+    speed: float = Field(default=1.0, ge=0.25, le=4.0)
+
+
+# -- response bodies (TypedDicts: renderers build plain dicts; the OpenAPI schema reads these) --
+
+FinishReason = Literal["stop", "length", "tool_calls"]
+
+
+class Usage(TypedDict):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+    estimated_cost: float
+
+
+class TopLogprob(TypedDict):
+    token: str
+    logprob: float
+    bytes: list[int]
+
+
+class TokenLogprob(TypedDict):
+    token: str
+    logprob: float
+    bytes: list[int]
+    top_logprobs: list[TopLogprob]
+
+
+class ChoiceLogprobs(TypedDict):
+    content: list[TokenLogprob]
+
+
+class FunctionCall(TypedDict):
+    name: str
+    arguments: str
+
+
+class ToolCall(TypedDict):
+    id: str
+    type: Literal["function"]
+    function: FunctionCall
+
+
+class AssistantMessage(TypedDict):
+    role: Literal["assistant"]
+    content: str | None
+    tool_calls: NotRequired[list[ToolCall]]
+
+
+class ChatChoice(TypedDict):
+    index: int
+    message: AssistantMessage
+    finish_reason: FinishReason
+    logprobs: ChoiceLogprobs | None
+
+
+class ChatCompletion(TypedDict):
+    id: str
+    object: Literal["chat.completion"]
+    created: int
+    model: str
+    choices: list[ChatChoice]
+    usage: Usage
+
+
+class FunctionCallDelta(TypedDict, total=False):
+    name: str
+    arguments: str
+
+
+class ToolCallDelta(TypedDict):
+    index: int
+    id: NotRequired[str]
+    type: NotRequired[Literal["function"]]
+    function: FunctionCallDelta
+
+
+class ChatDelta(TypedDict, total=False):
+    role: Literal["assistant"]
+    content: str
+    tool_calls: list[ToolCallDelta]
+
+
+class ChatChunkChoice(TypedDict):
+    index: int
+    delta: ChatDelta
+    finish_reason: FinishReason | None
+    logprobs: NotRequired[ChoiceLogprobs]
+
+
+class ChatCompletionChunk(TypedDict):
+    """One `data:` event of a streamed chat completion; with `stream_options.include_usage`
+    the last chunk has empty `choices` and the `usage`."""
+
+    id: str
+    object: Literal["chat.completion.chunk"]
+    created: int
+    model: str
+    choices: list[ChatChunkChoice]
+    usage: NotRequired[Usage]
+
+
+class CompletionLogprobs(TypedDict):
+    tokens: list[str]
+    token_logprobs: list[float | None]
+    top_logprobs: list[dict[str, float] | None]
+    text_offset: list[int]
+
+
+class CompletionChoice(TypedDict):
+    index: int
+    text: str
+    finish_reason: FinishReason | None
+    logprobs: CompletionLogprobs | None
+
+
+class Completion(TypedDict):
+    """A legacy completion; streamed, each `data:` event has this shape with the text so far
+    in `choices[].text` deltas, `finish_reason` null until the end and `usage` on the last."""
+
+    id: str
+    object: Literal["text_completion"]
+    created: int
+    model: str
+    choices: list[CompletionChoice]
+    usage: NotRequired[Usage]
+
+
+class EmbeddingUsage(TypedDict):
+    prompt_tokens: int
+    total_tokens: int
+    estimated_cost: float
+
+
+class Embedding(TypedDict):
+    object: Literal["embedding"]
+    index: int
+    embedding: list[float] | str  # str: little-endian float32, base64 (`encoding_format`)
+
+
+class CreateEmbeddingResponse(TypedDict):
+    object: Literal["list"]
+    data: list[Embedding]
+    model: str
+    usage: EmbeddingUsage
+
+
+class ImageData(TypedDict, total=False):
+    url: str
+    b64_json: str
+
+
+class ImagesResponse(TypedDict):
+    created: int
+    data: list[ImageData]
+
+
+class Transcription(TypedDict):
+    text: str
+
+
+class TranscriptionWord(TypedDict):
+    word: str
+    start: float
+    end: float
+
+
+class TranscriptionSegment(TypedDict):
+    id: int
+    start: float
+    end: float
+    text: str
+
+
+class TranscriptionVerbose(TypedDict):
+    task: str
+    language: str
+    duration: float
+    text: str
+    segments: list[TranscriptionSegment]
+    words: NotRequired[list[TranscriptionWord]]
+
+
+class Model(TypedDict):
+    id: str
+    object: Literal["model"]
+    created: int
+    owned_by: str
+    metadata: ModelCard
+
+
+class ModelList(TypedDict):
+    object: Literal["list"]
+    data: list[Model]

@@ -3,17 +3,17 @@ POST /v1/openai/audio/speech (JSON in, audio bytes out)."""
 
 from __future__ import annotations
 
-import base64
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 
+from inferd.api.disconnect import unless_disconnected
 from inferd.api.errors import APIError
 from inferd.api.gateway import Gateway
 from inferd.api.responses import JSONResponse
-from inferd.api.tasks import run_task
+from inferd.requests import Synthesize, Transcribe
 
 SPEECH_FORMATS = {"wav": "audio/wav", "mp3": "audio/mpeg"}
 
@@ -41,21 +41,22 @@ class SpeechRequest(BaseModel):
 
 
 async def create_transcription(gateway: Gateway, request: Request) -> Response:
-    request.scope.setdefault("state", {})["route"] = "transcriptions"
+    meta = gateway.meta(request, "transcriptions")
+    principal = await gateway.principal(request)
     fields = await gateway.read_fields(request)
     if isinstance(fields.get("timestamp_granularities"), str):
         fields["timestamp_granularities"] = [fields["timestamp_granularities"]]
     body = gateway.validate(TranscriptionRequest, fields)
-    inputs = {
-        "audio": body.file,
-        "language": body.language,
-        "initial_prompt": body.prompt,
-        "temperature": body.temperature,
-        "word_timestamps": "word" in body.timestamp_granularities,
-    }
-    outcome = await run_task(
-        gateway, request, body.model, "automatic-speech-recognition", inputs, {"audio": "audio"}
+    serving = gateway.serving
+    spec = serving.resolve(principal, body.model, "automatic-speech-recognition")
+    neutral = Transcribe(
+        audio=await gateway.media.audio(body.file, "file"),
+        language=body.language,
+        initial_prompt=body.prompt,
+        temperature=body.temperature,
+        word_timestamps="word" in body.timestamp_granularities,
     )
+    outcome = await unless_disconnected(request, serving.run_task(principal, spec, neutral, meta))
     out = outcome.output
     fmt = body.response_format
     if fmt == "text":
@@ -77,7 +78,8 @@ async def create_transcription(gateway: Gateway, request: Request) -> Response:
 
 
 async def create_speech(gateway: Gateway, request: Request) -> Response:
-    request.scope.setdefault("state", {})["route"] = "speech"
+    meta = gateway.meta(request, "speech")
+    principal = await gateway.principal(request)
     body = await gateway.read_json(request, SpeechRequest)
     if body.response_format not in SPEECH_FORMATS:
         raise APIError(
@@ -87,17 +89,17 @@ async def create_speech(gateway: Gateway, request: Request) -> Response:
             param="response_format",
             code="unsupported_parameter",
         )
-    inputs = {
-        "text": body.input,
-        "voice": body.voice,
-        "format": body.response_format,
-        "speed": body.speed,
-    }
-    outcome = await run_task(
-        gateway, request, body.model, "text-to-speech", inputs, {}, text_bound=len(body.input)
+    neutral = Synthesize(
+        text=body.input,
+        voice=body.voice,
+        format=body.response_format,  # type: ignore[arg-type]  # checked above
+        speed=body.speed,
+    )
+    outcome = await unless_disconnected(
+        request, gateway.serving.run_task(principal, body.model, neutral, meta)
     )
     return Response(
-        base64.b64decode(outcome.output["audio"]),
+        outcome.files[0],
         media_type=SPEECH_FORMATS[body.response_format],
         headers={"x-request-id": outcome.request_id},
     )

@@ -2,94 +2,117 @@
 
 from __future__ import annotations
 
-import base64
 import time
 from collections.abc import AsyncIterator
 from typing import Any
 
+import msgspec
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from inferd.api import sse
-from inferd.api.errors import APIError
+from inferd.api.disconnect import unless_disconnected
+from inferd.api.errors import error_body
 from inferd.api.gateway import Gateway
-from inferd.api.generation import Generation, GenerationFailed, Run, merged, start_run
-from inferd.api.openai.protocol import ChatCompletionRequest
+from inferd.api.openai.protocol import ChatCompletionRequest, ChatMessage
 from inferd.api.openai.tools import ToolPlan, new_call_id, plan_tools
 from inferd.api.response_format import constraint_for
 from inferd.api.responses import JSONResponse
+from inferd.requests import ChatTurn, ContentPart, Generate, ImagePart, TextPart, Token
+from inferd.serving.generation import Generation, GenerationFailed, Run, merged
 
-# Budget reservations only: images are billed at the tokens the model actually gave them.
-TOKENS_PER_IMAGE_BOUND = 2048
+# Engine finish reasons → OpenAI's.
+OPENAI_FINISH = {"eos": "stop", "stop_sequence": "stop", "length": "length"}
 
 
-def logprob_entries(items: list[list]) -> list[dict[str, Any]]:
+def openai_finish(generation: Generation) -> str:
+    return OPENAI_FINISH.get(generation.finish_reason or "", "stop")
+
+
+def logprob_entries(items: list[Token]) -> list[dict[str, Any]]:
     entries = []
     for item in items:
-        _, text, logprob, special = item[:4]
-        if special:
+        if item.special:
             continue
-        top = item[4] if len(item) > 4 else []
         entries.append(
             {
-                "token": text,
-                "logprob": logprob,
-                "bytes": list(text.encode("utf-8")),
+                "token": item.text,
+                "logprob": item.logprob,
+                "bytes": list(item.text.encode("utf-8")),
                 "top_logprobs": [
-                    {"token": t, "logprob": lp, "bytes": list(t.encode("utf-8"))}
-                    for _, t, lp in top
+                    {"token": t.text, "logprob": t.logprob, "bytes": list(t.text.encode("utf-8"))}
+                    for t in item.top or ()
                 ],
             }
         )
     return entries
 
 
-def build_payloads(gateway: Gateway, body: ChatCompletionRequest, plan: ToolPlan) -> list[dict]:
+def chat_turn(message: ChatMessage) -> ChatTurn:
+    """A wire message as the neutral turn: text, or text and image placeholders in order."""
+    content: str | list[ContentPart]
+    if message.image_urls():
+        content = []
+        for part in message.content or ():
+            if part.get("type") == "text":
+                content.append(TextPart(str(part.get("text", ""))))
+            elif part.get("type") == "image_url":
+                content.append(ImagePart())
+    else:
+        content = message.text()
+    return ChatTurn(
+        role=message.role,
+        content=content,
+        name=message.name or None,
+        tool_calls=message.tool_calls or None,
+        tool_call_id=message.tool_call_id or None,
+    )
+
+
+def generate_requests(
+    gateway: Gateway, body: ChatCompletionRequest, plan: ToolPlan, images: list[bytes]
+) -> list[Generate]:
     params = body.sampling_params(gateway.settings.max_output_tokens)
     if body.max_completion_tokens and not body.max_tokens:
-        params["max_tokens"] = body.max_completion_tokens
-    params["constraint"] = plan.constraint() or constraint_for(body.response_format)
+        params.max_tokens = body.max_completion_tokens
+    params.constraint = plan.constraint() or constraint_for(body.response_format)
     if body.logprobs:
-        params["top_logprobs"] = body.top_logprobs or 0
-    payload: dict[str, Any] = {
-        "kind": "generate",
-        "messages": body.wire_messages(),
-        "params": params,
-    }
+        params.logprobs = True
+        params.top_logprobs = body.top_logprobs or 0
+    messages = [chat_turn(m) for m in body.messages]
+    tools = None
     if plan.active:
-        payload["tools"] = [{"type": "function", "function": f.spec()} for f in plan.functions]
-        payload["tool_prompt"] = plan.system_prompt()
-    payloads = []
+        tools = [{"type": "function", "function": f.spec()} for f in plan.functions]
+    requests = []
     for i in range(body.n):
         seed = None if body.seed is None else body.seed + i  # n choices, n samples
-        payloads.append({**payload, "params": {**params, "seed": seed}})
-    return payloads
+        requests.append(
+            Generate(
+                params=msgspec.structs.replace(params, seed=seed),
+                messages=messages,
+                tools=tools,
+                tool_prompt=plan.system_prompt() if plan.active else None,
+                images=images,
+            )
+        )
+    return requests
 
 
 async def create_chat_completion(gateway: Gateway, request: Request) -> Response:
+    meta = gateway.meta(request, "chat")
+    principal = await gateway.principal(request)
     body = await gateway.read_json(request, ChatCompletionRequest)
-    request.scope.setdefault("state", {})["route"] = "chat"
     body.refuse_unsupported()
-    gateway.require_features(body.model, body.features())
+    serving = gateway.serving
+    spec = serving.resolve(principal, body.model, "text-generation")
+    serving.require_features(spec, body.features())
     plan = plan_tools(body.tools, body.tool_choice)
-    payloads = build_payloads(gateway, body, plan)
-    admission = await gateway.admit(
-        request,
-        body.model,
-        ("text-generation",),
-        prompt_bound=body.prompt_bound(TOKENS_PER_IMAGE_BOUND),
-        max_output=(payloads[0]["params"]["max_tokens"] or 0) * body.n or None,
-    )
+    images: list[bytes] = []
     if urls := body.image_urls():
-        try:
-            images = await gateway.media.images(urls, "messages.content.image_url")
-        except APIError as exc:
-            await admission.finish(exc.status)
-            raise
-        encoded = [base64.b64encode(image).decode() for image in images]
-        payloads = [{**payload, "images": encoded} for payload in payloads]
-    run = await start_run(gateway, admission, request, payloads)
-    completion_id = "chatcmpl-" + admission.request_id
+        images = await gateway.media.images(urls, "messages.content.image_url")
+    requests = generate_requests(gateway, body, plan, images)
+    run = await serving.generate(principal, spec, requests, meta)
+    completion_id = "chatcmpl-" + run.admission.request_id
     created = int(time.time())
     if body.stream:
         return StreamingResponse(
@@ -97,11 +120,11 @@ async def create_chat_completion(gateway: Gateway, request: Request) -> Response
             media_type=sse.MEDIA_TYPE,
             headers=sse.HEADERS,
         )
-    results = await run.complete(request)
+    results = await unless_disconnected(request, run.complete())
     choices = []
     for generation, items in zip(run.generations, results, strict=True):
         message: dict[str, Any] = {"role": "assistant", "content": generation.text}
-        finish = generation.openai_finish
+        finish = openai_finish(generation)
         call = plan.parse(generation.text) if plan.active else None
         if call is not None:
             name, arguments = call
@@ -130,11 +153,20 @@ async def create_chat_completion(gateway: Gateway, request: Request) -> Response
             "id": completion_id,
             "object": "chat.completion",
             "created": created,
-            "model": admission.spec.name,
+            "model": run.admission.spec.name,
             "choices": choices,
-            "usage": run.usage(),
+            "usage": usage(run),
         }
     )
+
+
+def usage(run: Run) -> dict[str, Any]:
+    return {
+        "prompt_tokens": run.prompt_tokens,
+        "completion_tokens": run.completion_tokens,
+        "total_tokens": run.prompt_tokens + run.completion_tokens,
+        "estimated_cost": run.cost,
+    }
 
 
 class ChoiceStream:
@@ -240,14 +272,14 @@ async def _stream(
                 if items is None:
                     finished.append(generation)
                     continue
-                text = "".join(item[1] for item in items)
+                text = "".join(item.text for item in items)
                 logprobs = logprob_entries(items) if body.logprobs else None
                 deltas = state.feed(text) if text else []
                 for n, delta in enumerate(deltas):
                     yield chunk(generation.index, delta, logprobs=logprobs if n == 0 else None)
         except GenerationFailed as exc:
             failed = exc.error.status
-            yield sse.frame(exc.error.body())
+            yield sse.frame(error_body(exc.error))
             yield sse.DONE
             return
         last = len(finished) - 1
@@ -255,11 +287,11 @@ async def _stream(
             state = streams[generation.index]
             for delta in state.finish():
                 yield chunk(generation.index, delta)
-            finish = generation.openai_finish
+            finish = openai_finish(generation)
             if state.made_call and finish == "stop":
                 finish = "tool_calls"
-            usage = {} if body.include_usage or n != last else {"usage": run.usage()}
-            yield chunk(generation.index, {}, finish, **usage)
+            extra = {} if body.include_usage or n != last else {"usage": usage(run)}
+            yield chunk(generation.index, {}, finish, **extra)
         if body.include_usage:
             # OpenAI: usage arrives on one extra chunk with empty choices.
             yield sse.frame(
@@ -269,7 +301,7 @@ async def _stream(
                     "created": created,
                     "model": model,
                     "choices": [],
-                    "usage": run.usage(),
+                    "usage": usage(run),
                 }
             )
         yield sse.DONE

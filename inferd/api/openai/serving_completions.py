@@ -6,28 +6,31 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
+import msgspec
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from inferd.api import sse
+from inferd.api.disconnect import unless_disconnected
+from inferd.api.errors import error_body
 from inferd.api.gateway import Gateway
-from inferd.api.generation import Generation, GenerationFailed, Run, merged, start_run
 from inferd.api.openai.protocol import CompletionRequest
+from inferd.api.openai.serving_chat import openai_finish, usage
 from inferd.api.response_format import constraint_for
 from inferd.api.responses import JSONResponse
+from inferd.requests import Generate, Token
+from inferd.serving.generation import Generation, GenerationFailed, Run, merged
 
 
-def completion_logprobs(items: list[list], offset: int) -> dict[str, Any]:
+def completion_logprobs(items: list[Token], offset: int) -> dict[str, Any]:
     """OpenAI's legacy shape: parallel lists of tokens, logprobs, alternatives, offsets."""
     tokens, token_logprobs, top, offsets = [], [], [], []
     for item in items:
-        _, text, logprob, _special = item[:4]
-        tokens.append(text)
-        token_logprobs.append(logprob)
-        alternatives = item[4] if len(item) > 4 else None
-        top.append({t: lp for _, t, lp in alternatives} if alternatives else None)
+        tokens.append(item.text)
+        token_logprobs.append(item.logprob)
+        top.append({t.text: t.logprob for t in item.top} if item.top else None)
         offsets.append(offset)
-        offset += len(text)
+        offset += len(item.text)
     return {
         "tokens": tokens,
         "token_logprobs": token_logprobs,
@@ -37,29 +40,27 @@ def completion_logprobs(items: list[list], offset: int) -> dict[str, Any]:
 
 
 async def create_completion(gateway: Gateway, request: Request) -> Response:
+    meta = gateway.meta(request, "completions")
+    principal = await gateway.principal(request)
     body = await gateway.read_json(request, CompletionRequest)
-    request.scope.setdefault("state", {})["route"] = "completions"
     body.refuse_unsupported()
     params = body.sampling_params(gateway.settings.max_output_tokens)
-    params["constraint"] = constraint_for(body.response_format)
+    params.constraint = constraint_for(body.response_format)
     if body.logprobs is not None:
-        params["top_logprobs"] = body.logprobs
-        params["prompt_logprobs"] = body.echo
-    payloads = []
-    for i in range(body.n):
-        seed = None if body.seed is None else body.seed + i
-        payloads.append(
-            {"kind": "generate", "prompt": body.prompt_text, "params": {**params, "seed": seed}}
+        params.logprobs = True
+        params.top_logprobs = body.logprobs
+        params.prompt_logprobs = body.echo
+    requests = [
+        Generate(
+            params=msgspec.structs.replace(
+                params, seed=None if body.seed is None else body.seed + i
+            ),
+            prompt=body.prompt_text,
         )
-    admission = await gateway.admit(
-        request,
-        body.model,
-        ("text-generation",),
-        prompt_bound=body.prompt_bound(),
-        max_output=(params["max_tokens"] or 0) * body.n or None,
-    )
-    run = await start_run(gateway, admission, request, payloads)
-    completion_id = "cmpl-" + admission.request_id
+        for i in range(body.n)
+    ]
+    run = await gateway.serving.generate(principal, body.model, requests, meta)
+    completion_id = "cmpl-" + run.admission.request_id
     created = int(time.time())
     if body.stream:
         return StreamingResponse(
@@ -67,7 +68,7 @@ async def create_completion(gateway: Gateway, request: Request) -> Response:
             media_type=sse.MEDIA_TYPE,
             headers=sse.HEADERS,
         )
-    results = await run.complete(request)
+    results = await unless_disconnected(request, run.complete())
     choices = []
     for generation, items in zip(run.generations, results, strict=True):
         text = generation.text
@@ -81,7 +82,7 @@ async def create_completion(gateway: Gateway, request: Request) -> Response:
             {
                 "index": generation.index,
                 "text": text,
-                "finish_reason": generation.openai_finish,
+                "finish_reason": openai_finish(generation),
                 "logprobs": logprobs,
             }
         )
@@ -90,9 +91,9 @@ async def create_completion(gateway: Gateway, request: Request) -> Response:
             "id": completion_id,
             "object": "text_completion",
             "created": created,
-            "model": admission.spec.name,
+            "model": run.admission.spec.name,
             "choices": choices,
-            "usage": run.usage(),
+            "usage": usage(run),
         }
     )
 
@@ -142,7 +143,7 @@ async def _stream(
                 if items is None:
                     finished.append(generation)
                     continue
-                text = "".join(item[1] for item in items)
+                text = "".join(item.text for item in items)
                 logprobs = None
                 if body.logprobs is not None:
                     logprobs = completion_logprobs(items, offsets[generation.index])
@@ -151,13 +152,13 @@ async def _stream(
                     yield chunk(generation.index, text, logprobs=logprobs)
         except GenerationFailed as exc:
             failed = exc.error.status
-            yield sse.frame(exc.error.body())
+            yield sse.frame(error_body(exc.error))
             yield sse.DONE
             return
         last = len(finished) - 1
         for n, generation in enumerate(finished):
-            usage = {} if body.include_usage or n != last else {"usage": run.usage()}
-            yield chunk(generation.index, "", generation.openai_finish, **usage)
+            extra = {} if body.include_usage or n != last else {"usage": usage(run)}
+            yield chunk(generation.index, "", openai_finish(generation), **extra)
         if body.include_usage:
             yield sse.frame(
                 {
@@ -166,7 +167,7 @@ async def _stream(
                     "created": created,
                     "model": model,
                     "choices": [],
-                    "usage": run.usage(),
+                    "usage": usage(run),
                 }
             )
         yield sse.DONE

@@ -4,26 +4,27 @@ from __future__ import annotations
 
 import base64
 
-import numpy as np
 from starlette.requests import Request
 from starlette.responses import Response
 
-from inferd.api.embeddings import run_embeddings
+from inferd.api.disconnect import unless_disconnected
 from inferd.api.errors import APIError
 from inferd.api.gateway import Gateway
 from inferd.api.openai.protocol import EmbeddingRequest
 from inferd.api.responses import JSONResponse
+from inferd.requests import Embed
 
 
 async def create_embeddings(gateway: Gateway, request: Request) -> Response:
+    meta = gateway.meta(request, "embeddings")
+    principal = await gateway.principal(request)
     body = await gateway.read_json(request, EmbeddingRequest)
-    request.scope.setdefault("state", {})["route"] = "embeddings"
     texts = body.texts()
-    admission = await gateway.admit(
-        request, body.model, ("embeddings",), prompt_bound=sum(len(t.encode()) + 2 for t in texts)
+    result = await unless_disconnected(
+        request, gateway.serving.embed(principal, body.model, Embed(texts=texts), meta)
     )
-    result = await run_embeddings(gateway, admission, request, texts, normalize=False)
-    dims = len(result.vectors[0]) if result.vectors else 0
+    vectors = result.vectors
+    dims = vectors.shape[1]
     if body.dimensions is not None and body.dimensions != dims:
         raise APIError(
             400,
@@ -32,12 +33,10 @@ async def create_embeddings(gateway: Gateway, request: Request) -> Response:
             code="unsupported_parameter",
         )
     if body.encoding_format == "base64":
-        data = [
-            base64.b64encode(np.asarray(v, dtype="<f4").tobytes()).decode("ascii")
-            for v in result.vectors
-        ]
+        # Little-endian float32, as OpenAI's clients decode it.
+        data = [base64.b64encode(row.astype("<f4").tobytes()).decode("ascii") for row in vectors]
     else:
-        data = result.vectors
+        data = list(vectors)
     return JSONResponse(
         {
             "object": "list",
@@ -45,7 +44,7 @@ async def create_embeddings(gateway: Gateway, request: Request) -> Response:
                 {"object": "embedding", "index": i, "embedding": vector}
                 for i, vector in enumerate(data)
             ],
-            "model": admission.spec.name,
+            "model": result.admission.spec.name,
             "usage": {
                 "prompt_tokens": result.tokens,
                 "total_tokens": result.tokens,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import re
 import time
 from typing import Literal
@@ -10,10 +11,12 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.requests import Request
 from starlette.responses import Response
 
+from inferd.api.disconnect import unless_disconnected
 from inferd.api.errors import APIError
 from inferd.api.gateway import Gateway
+from inferd.api.native.serving_tasks import data_url
 from inferd.api.responses import JSONResponse
-from inferd.api.tasks import run_task, store_images
+from inferd.requests import GenerateImage
 
 _SIZE = re.compile(r"^(\d{2,4})x(\d{2,4})$")
 
@@ -32,7 +35,8 @@ class ImageGenerationRequest(BaseModel):
 
 
 async def create_image(gateway: Gateway, request: Request) -> Response:
-    request.scope.setdefault("state", {})["route"] = "images"
+    meta = gateway.meta(request, "images")
+    principal = await gateway.principal(request)
     body = await gateway.read_json(request, ImageGenerationRequest)
     width = height = None
     if body.size and body.size != "auto":
@@ -40,21 +44,21 @@ async def create_image(gateway: Gateway, request: Request) -> Response:
         if match is None:
             raise APIError(400, "`size` must look like 512x512.", param="size")
         width, height = int(match.group(1)), int(match.group(2))
-    inputs = {
-        "prompt": body.prompt,
-        "negative_prompt": body.negative_prompt,
-        "width": width,
-        "height": height,
-        "num_inference_steps": body.num_inference_steps,
-        "seed": body.seed,
-        "num_images": body.n,
-    }
-    outcome = await run_task(
-        gateway, request, body.model, "text-to-image", inputs, {}, text_bound=len(body.prompt)
+    neutral = GenerateImage(
+        prompt=body.prompt,
+        negative_prompt=body.negative_prompt,
+        width=width,
+        height=height,
+        num_inference_steps=body.num_inference_steps,
+        seed=body.seed,
+        num_images=body.n,
     )
-    images = outcome.output["images"]
+    outcome = await unless_disconnected(
+        request, gateway.serving.run_task(principal, body.model, neutral, meta)
+    )
+    # `url` is a data URL: generated images are never stored (docs/privacy.md).
     if body.response_format == "b64_json":
-        data = [{"b64_json": b64} for b64 in images]
+        data = [{"b64_json": base64.b64encode(png).decode("ascii")} for png in outcome.files]
     else:
-        data = [{"url": url} for url in await store_images(gateway, request, images)]
+        data = [{"url": data_url("image/png", png)} for png in outcome.files]
     return JSONResponse({"created": int(time.time()), "data": data})

@@ -5,17 +5,20 @@ from __future__ import annotations
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
 
+from inferd.api.endpoint import JSON, TEXT, Endpoint, Reply
+from inferd.api.ops.protocol import Health, Readiness
 from inferd.api.responses import JSONResponse
 from inferd.metrics import REGISTRY
 
 
 async def healthz(_: Request) -> Response:
+    """Liveness: the process answers"""
     return JSONResponse({"status": "ok"})
 
 
 async def readyz(request: Request) -> Response:
+    """Readiness: every model is up and the server is not draining"""
     gateway = request.app.state.gateway
     models = {name: d.ready for name, d in gateway.runtime.deployments.items()}
     ready = all(models.values()) and not gateway.draining
@@ -30,11 +33,29 @@ async def readyz(request: Request) -> Response:
 
 
 async def metrics(_: Request) -> Response:
+    """Prometheus metrics"""
     return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
 
 
 routes = [
-    Route("/healthz", healthz, methods=["GET"]),
-    Route("/readyz", readyz, methods=["GET"]),
-    Route("/metrics", metrics, methods=["GET"]),
+    Endpoint(
+        "/healthz", healthz, "GET", auth=False, responses={200: Reply("Alive.", {JSON: Health})}
+    ),
+    Endpoint(
+        "/readyz",
+        readyz,
+        "GET",
+        auth=False,
+        responses={
+            200: Reply("Ready.", {JSON: Readiness}),
+            503: Reply("Not ready: a model is starting or the server drains.", {JSON: Readiness}),
+        },
+    ),
+    Endpoint(
+        "/metrics",
+        metrics,
+        "GET",
+        auth=False,
+        responses={200: Reply("The Prometheus text format.", {TEXT: str})},
+    ),
 ]

@@ -2,17 +2,98 @@
 
 from __future__ import annotations
 
-from starlette.routing import Route
-
+from inferd.api.endpoint import JSON, Endpoint, Reply
 from inferd.api.tenancy import serving
+from inferd.api.tenancy.protocol import (
+    Account,
+    ApiToken,
+    CreateAccount,
+    CreateApiToken,
+    CreatedAccount,
+    CreatedApiToken,
+    CreateScopedJwt,
+    DecodeScopedJwtQuery,
+    DeletedApiToken,
+    ScopedJwt,
+    ScopedJwtClaims,
+    UsageQuery,
+    UsageSummary,
+)
 
 routes = [
-    Route("/v1/accounts", serving.create_account, methods=["POST"]),
-    Route("/v1/accounts", serving.list_accounts, methods=["GET"]),
-    Route("/v1/api-tokens", serving.list_api_tokens, methods=["GET"]),
-    Route("/v1/api-tokens", serving.create_api_token, methods=["POST"]),
-    Route("/v1/api-tokens/{name}", serving.delete_api_token, methods=["DELETE"]),
-    Route("/v1/scoped-jwt", serving.create_scoped_jwt, methods=["POST"]),
-    Route("/v1/scoped-jwt", serving.decode_scoped_jwt, methods=["GET"]),
-    Route("/v1/usage", serving.usage, methods=["GET"]),
+    Endpoint(
+        "/v1/accounts",
+        serving.create_account,
+        "POST",
+        summary="Create an account (admin)",
+        description="Returns the account and its first API key (`auto`), shown once.",
+        body={JSON: CreateAccount},
+        responses={200: Reply("The account and its first key.", {JSON: CreatedAccount})},
+        errors=(403, 409),
+    ),
+    Endpoint(
+        "/v1/accounts",
+        serving.list_accounts,
+        "GET",
+        summary="List accounts (admin)",
+        responses={200: Reply("Every account.", {JSON: list[Account]})},
+        errors=(403,),
+    ),
+    Endpoint(
+        "/v1/api-tokens",
+        serving.list_api_tokens,
+        "GET",
+        summary="List this account's API keys",
+        description="Names and prefixes only. Needs an API key, not a scoped JWT.",
+        responses={200: Reply("The keys, oldest first.", {JSON: list[ApiToken]})},
+        errors=(403,),
+    ),
+    Endpoint(
+        "/v1/api-tokens",
+        serving.create_api_token,
+        "POST",
+        summary="Create an API key",
+        body={JSON: CreateApiToken},
+        responses={200: Reply("The key, shown once.", {JSON: CreatedApiToken})},
+        errors=(403, 409),
+    ),
+    Endpoint(
+        "/v1/api-tokens/{name}",
+        serving.delete_api_token,
+        "DELETE",
+        summary="Revoke an API key",
+        description="Revocation is immediate, on every gateway.",
+        params={"name": "The key's name."},
+        responses={200: Reply("Deleted.", {JSON: DeletedApiToken})},
+        errors=(403, 404),
+    ),
+    Endpoint(
+        "/v1/scoped-jwt",
+        serving.create_scoped_jwt,
+        "POST",
+        summary="Mint a scoped JWT",
+        description="Signed with one of your API keys; restricted to `models`, an expiry and "
+        "a spending limit.",
+        body={JSON: CreateScopedJwt},
+        responses={200: Reply("The token (`jwt:...`).", {JSON: ScopedJwt})},
+        errors=(403, 404),
+    ),
+    Endpoint(
+        "/v1/scoped-jwt",
+        serving.decode_scoped_jwt,
+        "GET",
+        summary="Decode a scoped JWT signed by your account",
+        query=DecodeScopedJwtQuery,
+        responses={200: Reply("The token's restrictions.", {JSON: ScopedJwtClaims})},
+        errors=(403,),
+    ),
+    Endpoint(
+        "/v1/usage",
+        serving.usage,
+        "GET",
+        summary="Usage and cost by day and model",
+        query=UsageQuery,
+        responses={200: Reply("The usage rows and totals.", {JSON: UsageSummary})},
+        errors=(403,),
+    ),
 ]

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from typing import NotRequired
+
 from pydantic import BaseModel, ConfigDict, Field
+from typing_extensions import TypedDict
 
 
 class _Body(BaseModel):
@@ -26,3 +29,94 @@ class CreateScopedJwt(_Body):
     expires_delta: int | None = Field(default=None, gt=0)
     expires_at: int | None = Field(default=None, gt=0)
     spending_limit: float | None = Field(default=None, ge=0)
+
+
+# -- query parameters -------------------------------------------------------------------------
+
+
+class DecodeScopedJwtQuery(_Body):
+    jwtoken: str = Field(description="The scoped JWT to decode (with or without `jwt:`).")
+
+
+# A date, an ISO 8601 timestamp or unix seconds (billing.ledger.parse_when reads them).
+WHEN = (
+    r"^([0-9]+(\.[0-9]*)?|[0-9]{4}-[0-9]{2}-[0-9]{2}"
+    r"([T ][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]+)?)?(Z|[+-][0-9]{2}:?[0-9]{2})?)?)$"
+)
+
+
+class UsageQuery(_Body):
+    from_: str | None = Field(
+        default=None,
+        alias="from",
+        pattern=WHEN,
+        description="Start: YYYY-MM-DD, ISO 8601 or unix seconds.",
+    )
+    to: str | None = Field(
+        default=None, pattern=WHEN, description="End (inclusive date), same formats."
+    )
+    model: str | None = None
+    key: str | None = Field(default=None, description="Only this API key's usage.")
+    account: str | None = Field(default=None, description="Admins: another account's usage.")
+
+
+# -- response bodies --------------------------------------------------------------------------
+
+
+class CreatedAccount(TypedDict):
+    id: str
+    name: str
+    api_key: str  # shown once
+    api_key_name: str
+
+
+class Account(TypedDict):
+    id: str
+    name: str
+    is_admin: bool
+    concurrency_limit: int | None
+    spending_limit: float | None
+
+
+class ApiToken(TypedDict):
+    name: str
+    prefix: str
+    created_at: str  # ISO 8601
+    alias_of: NotRequired[str | None]  # set on an alias (`auto`): the key it stands for
+
+
+class CreatedApiToken(TypedDict):
+    name: str
+    token: str  # shown once
+
+
+class DeletedApiToken(TypedDict):
+    deleted: str
+
+
+class ScopedJwt(TypedDict):
+    token: str
+
+
+class ScopedJwtClaims(TypedDict):
+    expires_at: int | None
+    models: list[str] | None
+    spending_limit: float | None
+    api_key_name: str
+
+
+class UsageRow(TypedDict):
+    date: str  # YYYY-MM-DD
+    model: str
+    requests: int
+    errors: int
+    prompt_tokens: int
+    completion_tokens: int
+    cost: float
+
+
+class UsageSummary(TypedDict):
+    account_id: str
+    usage: list[UsageRow]
+    total_cost: float
+    total_requests: int

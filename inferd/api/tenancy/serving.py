@@ -12,7 +12,7 @@ from inferd.api.gateway import Gateway
 from inferd.api.responses import JSONResponse
 from inferd.api.tenancy.protocol import CreateAccount, CreateApiToken, CreateScopedJwt
 from inferd.auth import Principal
-from inferd.auth.accounts import Conflict
+from inferd.auth.accounts import FIRST_KEY, Conflict
 from inferd.auth.scoped_jwt import ScopedJwtError, inspect, mint
 from inferd.billing.ledger import parse_when
 
@@ -49,7 +49,7 @@ async def create_account(request: Request) -> Response:
             concurrency_limit=body.concurrency_limit,
             spending_limit=body.spending_limit,
         )
-        key = await asyncio.to_thread(accounts.create_key, account.id, "default")
+        key = await asyncio.to_thread(accounts.create_key, account.id, FIRST_KEY)
     except Conflict as exc:
         raise APIError(409, str(exc), code="conflict") from None
     return JSONResponse(
@@ -78,7 +78,15 @@ async def list_api_tokens(request: Request) -> Response:
     principal = await _key_holder(request)
     keys = await asyncio.to_thread(_gateway(request).auth.accounts.list_keys, principal.account_id)
     return JSONResponse(
-        [{"name": k.name, "prefix": k.prefix, "created_at": k.created_at.isoformat()} for k in keys]
+        [
+            {
+                "name": k.name,
+                "prefix": k.prefix,
+                "created_at": k.created_at.isoformat(),
+                "alias_of": k.alias_of,
+            }
+            for k in keys
+        ]
     )
 
 
@@ -99,10 +107,10 @@ async def delete_api_token(request: Request) -> Response:
     principal = await _key_holder(request)
     gateway = _gateway(request)
     name = request.path_params["name"]
-    deleted = await asyncio.to_thread(gateway.auth.accounts.delete_key, principal.account_id, name)
-    if not deleted:
+    evict = await asyncio.to_thread(gateway.auth.accounts.delete_key, principal.account_id, name)
+    if evict is None:
         raise APIError(404, f"No API key named `{name}`.", code="not_found")
-    await request.app.state.revocations.revoke(principal.account_id, name)
+    await request.app.state.revocations.revoke(principal.account_id, evict)
     return JSONResponse({"deleted": name})
 
 

@@ -14,32 +14,33 @@ import llguidance.numpy as llnp
 import numpy as np
 
 from inferd.engines.base import EngineError
+from inferd.requests import Constraint
 
 # Compact separators: small models otherwise spend tokens on (and loop in) whitespace.
 _JSON_OPTIONS = {"whitespace_flexible": False, "item_separator": ",", "key_separator": ":"}
 
 
-def grammar_for(constraint: dict[str, Any]) -> str:
-    kind = constraint.get("type")
+def grammar_for(constraint: Constraint) -> str:
+    kind = constraint.type
     try:
         if kind == "json_object":
             return llguidance.LLMatcher.grammar_from_json_schema(
                 {"type": "object"}, overrides=_JSON_OPTIONS
             )
         if kind == "json_schema":
-            schema = constraint.get("schema")
+            schema = constraint.schema
             if not isinstance(schema, dict):
                 raise EngineError("json_schema needs a `schema` object.", code="invalid_schema")
             schema = {k: v for k, v in schema.items() if k != "$schema"}
             return llguidance.LLMatcher.grammar_from_json_schema(schema, overrides=_JSON_OPTIONS)
         if kind == "lark":
-            return llguidance.LLMatcher.grammar_from_lark(str(constraint.get("grammar", "")))
+            return llguidance.LLMatcher.grammar_from_lark(constraint.grammar or "")
     except (ValueError, TypeError) as exc:
         raise EngineError(f"Invalid schema: {exc}", code="invalid_schema") from None
     raise EngineError(f"Unknown constraint type `{kind}`.", code="invalid_constraint")
 
 
-def compile_constraint(tokenizer: Any, constraint: dict[str, Any]) -> llguidance.LLMatcher:
+def compile_constraint(tokenizer: Any, constraint: Constraint) -> llguidance.LLMatcher:
     matcher = llguidance.LLMatcher(tokenizer, grammar_for(constraint), log_level=0)
     if matcher.is_error():
         raise EngineError(f"Invalid schema: {matcher.get_error()}", code="invalid_schema")

@@ -9,7 +9,6 @@ plus what it already generated; clients see no difference except latency.
 
 from __future__ import annotations
 
-import base64
 import itertools
 import queue
 import threading
@@ -24,9 +23,22 @@ from inferd.engines.base import Emit, Engine, EngineError
 from inferd.engines.llm.backend import ForwardEntry, LLMBackend
 from inferd.engines.llm.chat_template import prepare_messages, render_chat
 from inferd.engines.llm.constraints import apply_mask, compile_constraint
-from inferd.engines.llm.params import SamplingParams
 from inferd.engines.llm.sampler import apply_penalties, log_softmax_at, sample
 from inferd.engines.llm.text import TextAssembler
+from inferd.requests import (
+    ChatTurn,
+    Finished,
+    FinishReason,
+    Generate,
+    ModelInfo,
+    PromptScores,
+    SamplingParams,
+    Started,
+    Token,
+    Tokens,
+    TopToken,
+    to_builtins,
+)
 
 
 @dataclass(slots=True)
@@ -46,7 +58,7 @@ class Sequence:
     started: float = field(default_factory=time.monotonic)
     matcher: Any = None  # llguidance.LLMatcher when decoding is constrained
     score_prompt: bool = False  # prompt logprobs still to be reported
-    prompt_scores: list = field(default_factory=list)
+    prompt_scores: list[Token] = field(default_factory=list)
     media: Any = None  # images of a vision prompt (backend-specific, see encode_multimodal)
 
     @property
@@ -73,7 +85,7 @@ def closing_bias(piece: bytes) -> float:
     return 0.0
 
 
-class LLMEngine(Engine):
+class LLMEngine(Engine[Generate]):
     def __init__(self, emit: Emit, backend: LLMBackend) -> None:
         super().__init__(emit)
         self.backend = backend
@@ -93,26 +105,26 @@ class LLMEngine(Engine):
         self._thread = threading.Thread(target=self._loop, name="llm-scheduler", daemon=True)
         self._thread.start()
 
-    def info(self) -> dict[str, Any]:
-        return {
-            "context_length": self.backend.context_length,
-            "max_seqs": self.backend.max_seqs,
-            "n_vocab": self.backend.n_vocab,
-            "features": sorted(
+    def info(self) -> ModelInfo:
+        return ModelInfo(
+            context_length=self.backend.context_length,
+            max_seqs=self.backend.max_seqs,
+            n_vocab=self.backend.n_vocab,
+            features=sorted(
                 {"chat", "completion", "streaming", "logprobs", "tools", "json_mode"}
                 | ({"vision"} if self.backend.vision else set())
             ),
-        }
+        )
 
     # -- requests (called on the worker's reader thread) ------------------------------------
 
-    def submit(self, request_id: str, payload: dict[str, Any]) -> None:
+    def submit(self, request_id: str, request: Generate) -> None:
         try:
-            seq = self._prepare(request_id, payload)
+            seq = self._prepare(request_id, request)
         except Exception as exc:
             self.fail(request_id, exc)
             return
-        self.emit(request_id, {"ev": "start", "prompt_tokens": int(seq.prompt_ids.shape[0])})
+        self.emit(request_id, Started(int(seq.prompt_ids.shape[0])))
         self._inbox.put(("submit", seq))
         self._wake.set()
 
@@ -126,18 +138,18 @@ class LLMEngine(Engine):
         self._thread.join(timeout=5)
         self.backend.close()
 
-    def _prepare(self, request_id: str, payload: dict[str, Any]) -> Sequence:
+    def _prepare(self, request_id: str, request: Generate) -> Sequence:
         backend = self.backend
-        params = SamplingParams.from_dict(payload.get("params", {}))
+        params = request.params
         media = None
-        if payload.get("messages") is not None:
+        if request.messages is not None:
             messages, extra = prepare_messages(
                 backend.chat_template,
-                payload["messages"],
-                payload.get("tools"),
-                payload.get("tool_prompt"),
+                [_template_message(m) for m in request.messages],
+                request.tools,
+                request.tool_prompt,
             )
-            images = [base64.b64decode(b) for b in payload.get("images") or ()]
+            images = request.images
             if images and not backend.vision:
                 raise EngineError("This model does not take images.", code="unsupported_content")
             if backend.vision:
@@ -160,7 +172,7 @@ class LLMEngine(Engine):
             else:
                 ids = backend.tokenize(prompt, add_special=False)
         else:
-            ids = backend.tokenize(payload.get("prompt", ""), add_special=backend.add_bos)
+            ids = backend.tokenize(request.prompt or "", add_special=backend.add_bos)
         if not ids:
             raise EngineError("The prompt is empty.", code="empty_prompt")
         n_prompt = len(ids)
@@ -320,41 +332,38 @@ class LLMEngine(Engine):
             seq.prompt_scores.append(self._item(token, logits, k))
         if entry.pos + len(entry.tokens) >= n_prompt:
             first = int(seq.prompt_ids[0])
-            head = [
+            head = Token(
                 first,
                 self.backend.token_bytes(first).decode("utf-8", "replace"),
                 None,
                 self.backend.is_special(first),
-            ]
-            if k:
-                head.append([])
-            self.emit(seq.request_id, {"ev": "prompt", "items": [head, *seq.prompt_scores]})
+                [] if k else None,
+            )
+            self.emit(seq.request_id, PromptScores([head, *seq.prompt_scores]))
             seq.score_prompt = False
             seq.prompt_scores = []
 
-    def _item(self, token: int, logits: np.ndarray, k: int) -> list:
+    def _item(self, token: int, logits: np.ndarray, k: int) -> Token:
         backend = self.backend
-        item = [
+        return Token(
             token,
             backend.token_bytes(token).decode("utf-8", "replace"),
             log_softmax_at(logits, token),
             backend.is_special(token),
-        ]
-        if k:
-            item.append(self._top(logits, k))
-        return item
+            self._top(logits, k) if k else None,
+        )
 
-    def _top(self, logits: np.ndarray, k: int) -> list:
+    def _top(self, logits: np.ndarray, k: int) -> list[TopToken]:
         peak = float(logits.max())
         lse = peak + float(np.log(np.exp(logits - peak).sum(dtype=np.float64)))
         top = np.argpartition(logits, -k)[-k:]
         top = top[np.argsort(logits[top])[::-1]]
         return [
-            [
+            TopToken(
                 int(t),
                 self.backend.token_bytes(int(t)).decode("utf-8", "replace"),
                 float(logits[t]) - lse,
-            ]
+            )
             for t in top
         ]
 
@@ -388,7 +397,7 @@ class LLMEngine(Engine):
             grammar_done = seq.matcher.is_stopped()
         if backend.is_eog(token) and not params.ignore_eos:
             # The EOS token is reported (as TGI does: special, no text) but adds no text.
-            eos = [token, "", logprob, True] + ([top] if top is not None else [])
+            eos = Token(token, "", logprob, True, top)
             self._emit_items(seq, [*seq.assembler.flush(), eos])
             self._finish(seq, reason="eos")
             return
@@ -397,10 +406,10 @@ class LLMEngine(Engine):
         )
         if top is not None:
             for item in items:
-                item.append(top if item[0] == token else [])
+                item.top = top if item.id == token else []
         if stopped:
             self._emit_items(seq, items)
-            self._finish(seq, reason="stop_sequence", last=[token, logprob])
+            self._finish(seq, reason="stop_sequence", last=Token(token, "", logprob, False))
             return
         out_of_room = len(seq.prompt_ids) + len(seq.output_ids) >= backend.context_length
         if grammar_done or len(seq.output_ids) >= seq.max_tokens or out_of_room:
@@ -423,16 +432,16 @@ class LLMEngine(Engine):
                 quotes += 1
         return quotes % 2 == 1
 
-    def _emit_items(self, seq: Sequence, items: list) -> None:
+    def _emit_items(self, seq: Sequence, items: list[Token]) -> None:
         if items:
-            self.emit(seq.request_id, {"ev": "tokens", "items": items})
+            self.emit(seq.request_id, Tokens(items))
 
     def _finish(
         self,
         seq: Sequence,
-        reason: str = "",
+        reason: FinishReason = "length",
         error: BaseException | None = None,
-        last: list | None = None,
+        last: Token | None = None,
     ) -> None:
         self._release(seq)
         if error is not None:
@@ -440,13 +449,12 @@ class LLMEngine(Engine):
             return
         self.emit(
             seq.request_id,
-            {
-                "ev": "done",
-                "finish_reason": reason,
-                "prompt_tokens": int(seq.prompt_ids.shape[0]),
-                "completion_tokens": len(seq.output_ids),
-                "last_token": last,
-            },
+            Finished(
+                finish_reason=reason,
+                prompt_tokens=int(seq.prompt_ids.shape[0]),
+                completion_tokens=len(seq.output_ids),
+                last_token=last,
+            ),
         )
 
     def _release(self, seq: Sequence) -> None:
@@ -456,6 +464,13 @@ class LLMEngine(Engine):
             self._free_slots.append(seq.slot)
             seq.slot = -1
             seq.n_cached = 0
+
+
+def _template_message(turn: ChatTurn) -> dict[str, Any]:
+    """A chat turn as chat templates take it (parts as `{"type": "text" | "image", ...}`)."""
+    message = to_builtins(turn)
+    message.setdefault("content", "")
+    return message
 
 
 def _with_parts(message: dict[str, Any]) -> dict[str, Any]:

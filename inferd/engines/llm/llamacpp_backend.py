@@ -1,7 +1,16 @@
 """llama.cpp (GGUF) backend through llama-cpp-python's low-level API.
 
 The high-level `Llama` class decodes one sequence at a time; here one context holds `max_seqs`
-sequences in a unified KV pool and a single `llama_decode` call carries tokens of all of them.
+sequences and a single `llama_decode` call carries tokens of all of them.
+
+Split KV (the default) gives every llama.cpp sequence id its own KV stream, and llama.cpp cuts a
+batch into ubatches that each span *consecutive* sequence ids in ascending batch order
+(`llama_batch_allocr::split_equal(..., sequential=true)`); every ubatch is a full pass over the
+weights. A batch whose ids come in another order or with holes therefore runs as several passes:
+16 decode tokens in descending id order cost 16 single-token passes, half the speed of one
+16-token pass. So the backend keeps its own sequence ids packed (0..n-1, a finished sequence's
+hole is filled by moving the highest one down) and feeds every batch sorted by id, whatever slot
+numbers and order the scheduler uses.
 """
 
 from __future__ import annotations
@@ -59,6 +68,14 @@ class LlamaCppBackend(LLMBackend):
             self.context_length = min(context_length, per_seq)
             self.kv_tokens = per_seq * self.max_seqs
 
+        # Engine slot -> llama.cpp sequence id, and the reverse (None: id free). Identity when
+        # unified: one stream takes any ids in any order (llama_batch_allocr::split_simple).
+        self._packed = not unified
+        self._seq_of: dict[int, int] = {}
+        self._slot_of: list[int | None] = [None] * self.max_seqs
+        self._state_buf = bytearray()
+        self.moves = 0  # sequences moved to fill a hole (diagnostics, tests)
+
         ctx_params = llama_cpp.llama_context_default_params()
         ctx_params.n_ctx = self.kv_tokens
         ctx_params.n_batch = self.batch_tokens
@@ -111,31 +128,55 @@ class LlamaCppBackend(LLMBackend):
     def is_special(self, token_id: int) -> bool:
         return bool(self._control[token_id])
 
+    def _seq_id(self, slot: int) -> int:
+        if not self._packed:
+            return slot
+        seq = self._seq_of.get(slot)
+        if seq is None:
+            seq = self._slot_of.index(None)  # the lowest free id keeps the ids packed
+            self._seq_of[slot] = seq
+            self._slot_of[seq] = slot
+        return seq
+
     def forward(self, entries: list[ForwardEntry]) -> np.ndarray:
         batch = self._batch
+        ids = [self._seq_id(entry.slot) for entry in entries]
+        # Ascending ids, so consecutive ids share a ubatch (see the module docstring).
+        order = sorted(range(len(entries)), key=ids.__getitem__)
         n = 0
-        out_index: list[int] = []
-        for entry in entries:
+        n_out = 0
+        first_row = [0] * len(entries)  # where each entry's logits rows start in llama's output
+        for k in order:
+            entry = entries[k]
+            seq = ids[k]
+            first_row[k] = n_out
             last = len(entry.tokens) - 1
             for i, token in enumerate(entry.tokens):
                 batch.token[n] = token
                 batch.pos[n] = entry.pos + i
                 batch.n_seq_id[n] = 1
-                batch.seq_id[n][0] = entry.slot
+                batch.seq_id[n][0] = seq
                 want = entry.all_logits or (entry.want_logits and i == last)
                 batch.logits[n] = want
-                if want:
-                    out_index.append(n)
+                n_out += want
                 n += 1
         batch.n_tokens = n
         status = self._ll.llama_decode(self._ctx.ctx, batch)
         if status != 0:
             raise RuntimeError(f"llama_decode failed with status {status}")
-        rows = np.empty((len(out_index), self.n_vocab), dtype=np.float32)
-        for row, index in enumerate(out_index):
-            ptr = self._ll.llama_get_logits_ith(self._ctx.ctx, index)
-            rows[row] = np.ctypeslib.as_array(ptr, shape=(self.n_vocab,))
-        return rows
+        if n_out == 0:
+            return np.empty((0, self.n_vocab), dtype=np.float32)
+        # llama_get_logits: every output row, in batch order, one contiguous block.
+        out = np.ctypeslib.as_array(
+            self._ll.llama_get_logits(self._ctx.ctx), shape=(n_out, self.n_vocab)
+        )
+        rows: list[int] = []
+        for k, entry in enumerate(entries):
+            count = len(entry.tokens) if entry.all_logits else int(entry.want_logits)
+            rows.extend(range(first_row[k], first_row[k] + count))
+        if rows == list(range(n_out)):
+            return out.copy()
+        return out[rows]  # back to the caller's entry order (fancy indexing copies)
 
     def lltokenizer(self):
         if self._lltok is None:
@@ -145,7 +186,39 @@ class LlamaCppBackend(LLMBackend):
         return self._lltok
 
     def release(self, slot: int) -> None:
-        self._ll.llama_memory_seq_rm(self._mem, slot, -1, -1)
+        if not self._packed:
+            self._ll.llama_memory_seq_rm(self._mem, slot, -1, -1)
+            return
+        seq = self._seq_of.pop(slot, None)
+        if seq is None:
+            return  # never fed
+        self._ll.llama_memory_seq_rm(self._mem, seq, -1, -1)
+        self._slot_of[seq] = None
+        top = max((i for i, s in enumerate(self._slot_of) if s is not None), default=-1)
+        if top > seq:
+            self._move(top, seq)
+
+    def _move(self, src: int, dst: int) -> None:
+        """Move sequence `src` into the free id `dst`: copies only the cells it holds (about
+        23 kB per token for SmolLM2-135M), cheaper than the extra pass per step a hole costs."""
+        ll, ctx = self._ll, self._ctx.ctx
+        size = ll.llama_state_seq_get_size(ctx, src)
+        if len(self._state_buf) < size:
+            self._state_buf = bytearray(size)
+        buf = (ctypes.c_uint8 * size).from_buffer(self._state_buf)
+        if ll.llama_state_seq_get_data(ctx, buf, size, src) == 0 or (
+            ll.llama_state_seq_set_data(ctx, buf, size, dst) == 0
+        ):
+            # Could not copy: keep the hole (slower, still correct).
+            ll.llama_memory_seq_rm(self._mem, dst, -1, -1)
+            return
+        ll.llama_memory_seq_rm(self._mem, src, -1, -1)
+        slot = self._slot_of[src]
+        assert slot is not None
+        self._slot_of[src] = None
+        self._slot_of[dst] = slot
+        self._seq_of[slot] = dst
+        self.moves += 1
 
     def close(self) -> None:
         self._ll.llama_batch_free(self._batch)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from inferd.engines.llm.params import SamplingParams
+from inferd.requests import SamplingParams
 
 
 def log_softmax_at(logits: np.ndarray, token: int) -> float:

@@ -8,40 +8,41 @@ from __future__ import annotations
 
 import codecs
 
-# A released token: [token_id, text, logprob, special]
-Item = list
+from inferd.requests import Token
 
 
 class TextAssembler:
     def __init__(self, stop: list[str]) -> None:
         self._stop = [s for s in stop if s]
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        self._pending: list[Item] = []
+        self._pending: list[Token] = []
         self.text_parts: list[str] = []
 
     @property
     def text(self) -> str:
         return "".join(self.text_parts)
 
-    def push(self, token_id: int, piece: bytes, logprob: float, special: bool) -> tuple[list, bool]:
-        """Add one token; returns (released items, whether a stop string ended the text)."""
-        self._pending.append([token_id, self._decoder.decode(piece), logprob, special])
+    def push(
+        self, token_id: int, piece: bytes, logprob: float, special: bool
+    ) -> tuple[list[Token], bool]:
+        """Add one token; returns (released tokens, whether a stop string ended the text)."""
+        self._pending.append(Token(token_id, self._decoder.decode(piece), logprob, special))
         if not self._stop:
             return self._release(len(self._pending)), False
-        pending_text = "".join(item[1] for item in self._pending)
+        pending_text = "".join(item.text for item in self._pending)
         cut = min((i for i in (pending_text.find(s) for s in self._stop) if i >= 0), default=-1)
         if cut >= 0:
             return self._release_until(cut), True
         hold = self._held_suffix(pending_text)
         return self._release_until(len(pending_text) - hold, whole_tokens_only=True), False
 
-    def flush(self) -> list:
+    def flush(self) -> list[Token]:
         tail = self._decoder.decode(b"", final=True)
         if tail:
             if self._pending:
-                self._pending[-1][1] += tail
+                self._pending[-1].text += tail
             else:
-                self._pending.append([-1, tail, 0.0, True])
+                self._pending.append(Token(-1, tail, 0.0, True))
         return self._release(len(self._pending))
 
     def _held_suffix(self, text: str) -> int:
@@ -53,21 +54,22 @@ class TextAssembler:
                     break
         return longest
 
-    def _release(self, count: int) -> list:
+    def _release(self, count: int) -> list[Token]:
         released, self._pending = self._pending[:count], self._pending[count:]
-        self.text_parts.extend(item[1] for item in released)
+        self.text_parts.extend(item.text for item in released)
         return released
 
-    def _release_until(self, limit: int, whole_tokens_only: bool = False) -> list:
+    def _release_until(self, limit: int, whole_tokens_only: bool = False) -> list[Token]:
         """Release pending text up to `limit` characters."""
-        released: list[Item] = []
+        released: list[Token] = []
         consumed = 0
         for item in self._pending:
-            end = consumed + len(item[1])
+            end = consumed + len(item.text)
             if end <= limit:
                 released.append(item)
             elif not whole_tokens_only and consumed < limit:
-                released.append([item[0], item[1][: limit - consumed], item[2], item[3]])
+                cut = item.text[: limit - consumed]
+                released.append(Token(item.id, cut, item.logprob, item.special))
                 break
             else:
                 break
@@ -76,5 +78,5 @@ class TextAssembler:
             self._pending = self._pending[len(released) :]
         else:
             self._pending = []
-        self.text_parts.extend(item[1] for item in released)
+        self.text_parts.extend(item.text for item in released)
         return released

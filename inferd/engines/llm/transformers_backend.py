@@ -47,7 +47,7 @@ class TransformersBackend(LLMBackend):
         torch.set_num_threads(int(options.get("n_threads", 1)))
         self._torch = torch
         if model_path.is_file() and model_path.suffix == ".gguf":
-            from inferd.engines.llm.gguf_convert import converted_folder
+            from inferd.weights.gguf_convert import converted_folder
 
             model_path = converted_folder(model_path)
         self.processor = None

@@ -8,6 +8,7 @@ from typing import Any
 from inferd.engines.base import EngineError
 from inferd.engines.task import TaskModel, TaskResult
 from inferd.engines.tasks.media import input_text
+from inferd.requests import FillMask
 
 
 class MaskedLMModel(TaskModel):
@@ -23,14 +24,14 @@ class MaskedLMModel(TaskModel):
     def info(self) -> dict[str, Any]:
         return {"mask_token": self.tokenizer.mask_token}
 
-    def run(self, inputs: dict[str, Any]) -> TaskResult:
+    def run(self, request: FillMask) -> TaskResult:
         import torch
 
-        text = input_text(inputs)
+        text = input_text(request.input)
         mask = self.tokenizer.mask_token
         # Clients write [MASK] whatever the model's own mask token is.
         text = text.replace("[MASK]", mask).replace("<mask>", mask)
-        top_k = int(inputs.get("top_k") or 5)
+        top_k = int(request.top_k or 5)
         encoded = self.tokenizer(text, return_tensors="pt")
         ids = encoded["input_ids"][0]
         if len(ids) > self.max_length:

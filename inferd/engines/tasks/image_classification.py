@@ -8,6 +8,7 @@ from typing import Any
 from inferd.engines.base import EngineError
 from inferd.engines.task import BatchedTaskModel, TaskResult
 from inferd.engines.tasks.media import input_image
+from inferd.requests import ClassifyImage
 
 LABELS = Path(__file__).with_name("imagenet_labels.txt")
 # EfficientNet-Lite was trained on pixels scaled to [-1, 1] ((x - 127.5) / 128).
@@ -32,26 +33,26 @@ class EfficientNetLiteModel(BatchedTaskModel):
     def info(self) -> dict[str, Any]:
         return {"num_labels": len(self.labels), "image_size": self.size}
 
-    def _tensor(self, inputs: dict[str, Any]):
+    def _tensor(self, request: ClassifyImage):
         import numpy as np
         from PIL import Image
 
-        image = input_image(inputs).resize((self.size, self.size), Image.Resampling.BICUBIC)
+        image = input_image(request.image).resize((self.size, self.size), Image.Resampling.BICUBIC)
         pixels = (np.asarray(image, dtype=np.float32) - MEAN) / STD
         return pixels.transpose(2, 0, 1)
 
-    def run_batch(self, batch: list[dict[str, Any]]) -> list[TaskResult | Exception]:
+    def run_batch(self, batch: list[ClassifyImage]) -> list[TaskResult | Exception]:
         import numpy as np
         import torch
 
         out: list[TaskResult | Exception | None] = []
         rows = []
-        for inputs in batch:
+        for request in batch:
             try:
-                top_k = int(inputs.get("top_k") or 5)
+                top_k = int(request.top_k or 5)
                 if not 1 <= top_k <= len(self.labels):
                     raise EngineError(f"`top_k` must be between 1 and {len(self.labels)}.")
-                rows.append(self._tensor(inputs))
+                rows.append(self._tensor(request))
                 out.append(None)
             except Exception as exc:
                 out.append(exc)
@@ -59,10 +60,10 @@ class EfficientNetLiteModel(BatchedTaskModel):
             with torch.inference_mode():
                 probs = self.model(torch.from_numpy(np.stack(rows))).softmax(-1).numpy()
         row = 0
-        for i, inputs in enumerate(batch):
+        for i, request in enumerate(batch):
             if out[i] is not None:
                 continue
-            top_k = int(inputs.get("top_k") or 5)
+            top_k = int(request.top_k or 5)
             order = np.argsort(-probs[row])[:top_k]
             results = [
                 {"label": self.labels[j], "score": round(float(probs[row][j]), 6)} for j in order

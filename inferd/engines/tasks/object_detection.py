@@ -8,6 +8,7 @@ from typing import Any
 from inferd.engines.base import EngineError
 from inferd.engines.task import TaskModel, TaskResult
 from inferd.engines.tasks.media import input_image
+from inferd.requests import DetectObjects
 
 
 class DetectorModel(TaskModel):
@@ -24,13 +25,13 @@ class DetectorModel(TaskModel):
     def info(self) -> dict[str, Any]:
         return {"labels": list(self.model.config.id2label.values())}
 
-    def run(self, inputs: dict[str, Any]) -> TaskResult:
+    def run(self, request: DetectObjects) -> TaskResult:
         import torch
 
-        threshold = float(inputs.get("threshold", 0.5))
+        threshold = float(request.threshold)
         if not 0.0 <= threshold <= 1.0:
             raise EngineError("`threshold` must be between 0 and 1.")
-        image = input_image(inputs)
+        image = input_image(request.image)
         encoded = self.processor(images=image, return_tensors="pt")
         with torch.inference_mode():
             out = self.model(**encoded)

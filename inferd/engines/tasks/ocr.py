@@ -7,6 +7,7 @@ from typing import Any
 
 from inferd.engines.task import TaskModel, TaskResult
 from inferd.engines.tasks.media import input_image
+from inferd.requests import ReadText
 
 
 class RapidOCRModel(TaskModel):
@@ -16,10 +17,10 @@ class RapidOCRModel(TaskModel):
         threads = int(options.get("n_threads", 2))
         self.engine = RapidOCR(intra_op_num_threads=threads, inter_op_num_threads=1)
 
-    def run(self, inputs: dict[str, Any]) -> TaskResult:
+    def run(self, request: ReadText) -> TaskResult:
         import numpy as np
 
-        image = input_image(inputs)
+        image = input_image(request.image)
         found, _ = self.engine(np.asarray(image))
         lines = [
             {

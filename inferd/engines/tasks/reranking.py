@@ -8,6 +8,7 @@ from typing import Any
 
 from inferd.engines.base import EngineError
 from inferd.engines.task import TaskModel, TaskResult
+from inferd.requests import Rerank
 
 
 class BiEncoderReranker(TaskModel):
@@ -23,8 +24,8 @@ class BiEncoderReranker(TaskModel):
         else:
             self.model = SentenceTransformer(str(path), device="cpu", local_files_only=True)
 
-    def run(self, inputs: dict[str, Any]) -> TaskResult:
-        queries, documents = inputs.get("queries"), inputs.get("documents")
+    def run(self, request: Rerank) -> TaskResult:
+        queries, documents = request.queries, request.documents
         if not queries or not documents:
             raise EngineError("`queries` and `documents` must be non-empty lists of strings.")
         if len(documents) > self.max_documents:

@@ -9,6 +9,7 @@ from typing import Any
 from inferd.engines.base import EngineError
 from inferd.engines.task import TaskModel, TaskResult
 from inferd.engines.tasks.media import input_bytes
+from inferd.requests import Transcribe
 
 SAMPLE_RATE = 16000
 
@@ -33,11 +34,11 @@ class WhisperModel(TaskModel):
             "multilingual": self.model.model.is_multilingual,
         }
 
-    def run(self, inputs: dict[str, Any]) -> TaskResult:
+    def run(self, request: Transcribe) -> TaskResult:
         from faster_whisper.audio import decode_audio
 
         try:
-            audio = decode_audio(io.BytesIO(input_bytes(inputs, "audio")), SAMPLE_RATE)
+            audio = decode_audio(io.BytesIO(input_bytes(request.audio, "audio")), SAMPLE_RATE)
         except Exception:  # PyAV raises many types for undecodable input
             raise EngineError("`audio`: the audio could not be decoded.") from None
         seconds = len(audio) / SAMPLE_RATE
@@ -49,16 +50,16 @@ class WhisperModel(TaskModel):
             )
         if seconds == 0:
             raise EngineError("`audio` holds no sound.")
-        language = inputs.get("language") or None
+        language = request.language or None
         if language and not self.model.model.is_multilingual and language != "en":
             raise EngineError("This model only transcribes English (`language`: en).")
-        words = bool(inputs.get("word_timestamps"))
+        words = bool(request.word_timestamps)
         segments, info = self.model.transcribe(
             audio,
             language=language,
-            task=inputs.get("task") or "transcribe",
-            initial_prompt=inputs.get("initial_prompt") or None,
-            temperature=float(inputs.get("temperature") or 0.0),
+            task=request.task or "transcribe",
+            initial_prompt=request.initial_prompt or None,
+            temperature=float(request.temperature or 0.0),
             beam_size=self.beam_size,
             word_timestamps=words,
             vad_filter=False,

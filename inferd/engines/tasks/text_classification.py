@@ -7,6 +7,7 @@ from typing import Any
 
 from inferd.engines.task import TaskModel, TaskResult
 from inferd.engines.tasks.media import input_text
+from inferd.requests import ClassifyText
 
 
 class VaderSentimentModel(TaskModel):
@@ -18,8 +19,8 @@ class VaderSentimentModel(TaskModel):
     def info(self) -> dict[str, Any]:
         return {"labels": ["POSITIVE", "NEUTRAL", "NEGATIVE"]}
 
-    def run(self, inputs: dict[str, Any]) -> TaskResult:
-        text = input_text(inputs)
+    def run(self, request: ClassifyText) -> TaskResult:
+        text = input_text(request.input)
         scores = self.analyzer.polarity_scores(text)
         results = sorted(
             (

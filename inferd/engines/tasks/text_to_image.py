@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import io
 from pathlib import Path
 from typing import Any
@@ -10,6 +9,7 @@ from typing import Any
 from inferd.engines.base import EngineError
 from inferd.engines.task import TaskModel, TaskResult
 from inferd.engines.tasks.media import input_text
+from inferd.requests import GenerateImage
 
 
 class DiffusersModel(TaskModel):
@@ -30,31 +30,31 @@ class DiffusersModel(TaskModel):
     def info(self) -> dict[str, Any]:
         return {"max_side": self.max_side, "max_steps": self.max_steps}
 
-    def run(self, inputs: dict[str, Any]) -> TaskResult:
+    def run(self, request: GenerateImage) -> TaskResult:
         import torch
 
-        prompt = input_text(inputs, "prompt")
-        width = int(inputs.get("width") or self.default_side)
-        height = int(inputs.get("height") or self.default_side)
+        prompt = input_text(request.prompt, "prompt")
+        width = int(request.width or self.default_side)
+        height = int(request.height or self.default_side)
         for name, side in (("width", width), ("height", height)):
             if side % 8 or not 64 <= side <= self.max_side:
                 raise EngineError(
                     f"`{name}` must be a multiple of 8 between 64 and {self.max_side}."
                 )
-        steps = int(inputs.get("num_inference_steps") or self.default_steps)
+        steps = int(request.num_inference_steps or self.default_steps)
         if not 1 <= steps <= self.max_steps:
             raise EngineError(f"`num_inference_steps` must be between 1 and {self.max_steps}.")
-        seed = inputs.get("seed")
+        seed = request.seed
         generator = torch.Generator().manual_seed(int(seed)) if seed is not None else None
-        count = int(inputs.get("num_images") or 1)
+        count = int(request.num_images or 1)
         with torch.inference_mode():
             result = self.pipeline(
                 prompt,
-                negative_prompt=inputs.get("negative_prompt") or None,
+                negative_prompt=request.negative_prompt or None,
                 width=width,
                 height=height,
                 num_inference_steps=steps,
-                guidance_scale=float(inputs.get("guidance_scale", 7.5)),
+                guidance_scale=float(request.guidance_scale),
                 num_images_per_prompt=count,
                 generator=generator,
             )
@@ -62,5 +62,5 @@ class DiffusersModel(TaskModel):
         for image in result.images:
             buf = io.BytesIO()
             image.save(buf, "PNG")
-            images.append(base64.b64encode(buf.getvalue()).decode())
-        return TaskResult(output={"images": images}, units={"images": len(images)})
+            images.append(buf.getvalue())
+        return TaskResult(output={}, files=images, units={"images": len(images)})

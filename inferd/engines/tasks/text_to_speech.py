@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import io
 import wave
 from pathlib import Path
@@ -11,6 +10,7 @@ from typing import Any
 from inferd.engines.base import EngineError
 from inferd.engines.task import TaskModel, TaskResult
 from inferd.engines.tasks.media import input_text
+from inferd.requests import Synthesize
 
 FORMATS = {"wav": "audio/wav", "mp3": "audio/mpeg"}
 
@@ -31,19 +31,19 @@ class PiperModel(TaskModel):
             "formats": sorted(FORMATS),
         }
 
-    def run(self, inputs: dict[str, Any]) -> TaskResult:
+    def run(self, request: Synthesize) -> TaskResult:
         from piper import SynthesisConfig
 
-        text = input_text(inputs, "text")
+        text = input_text(request.text, "text")
         if len(text) > self.max_chars:
             raise EngineError(f"`text` exceeds {self.max_chars} characters.", status=413)
-        voice = inputs.get("voice")
+        voice = request.voice
         if voice not in (None, "", "default", self.voice_name):
             raise EngineError(f"Unknown `voice`; this model has: {self.voice_name}.")
-        fmt = inputs.get("format") or "wav"
+        fmt = request.format or "wav"
         if fmt not in FORMATS:
             raise EngineError(f"`format` must be one of: {', '.join(FORMATS)}.")
-        speed = float(inputs.get("speed") or 1.0)
+        speed = float(request.speed or 1.0)
         if not 0.25 <= speed <= 4.0:
             raise EngineError("`speed` must be between 0.25 and 4.0.")
         buf = io.BytesIO()
@@ -55,11 +55,8 @@ class PiperModel(TaskModel):
         if fmt == "mp3":
             data = _wav_to_mp3(data)
         return TaskResult(
-            output={
-                "audio": base64.b64encode(data).decode(),
-                "content_type": FORMATS[fmt],
-                "format": fmt,
-            },
+            output={"content_type": FORMATS[fmt], "format": fmt},
+            files=[data],  # the audio
             input_tokens=len(text),
             units={"audio_seconds": seconds, "characters": len(text)},
         )

@@ -7,6 +7,7 @@ from typing import Any
 
 from inferd.engines.task import BatchedTaskModel, TaskResult
 from inferd.engines.tasks.media import input_text
+from inferd.requests import TagTokens
 
 
 class SpacyNERModel(BatchedTaskModel):
@@ -22,12 +23,12 @@ class SpacyNERModel(BatchedTaskModel):
     def info(self) -> dict[str, Any]:
         return {"labels": list(self.nlp.get_pipe("ner").labels)}
 
-    def run_batch(self, batch: list[dict[str, Any]]) -> list[TaskResult | Exception]:
+    def run_batch(self, batch: list[TagTokens]) -> list[TaskResult | Exception]:
         texts: list[str] = []
         out: list[TaskResult | Exception] = []
-        for inputs in batch:
+        for request in batch:
             try:
-                texts.append(input_text(inputs))
+                texts.append(input_text(request.input))
             except Exception as exc:
                 texts.append("")
                 out.append(exc)

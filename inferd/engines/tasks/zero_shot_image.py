@@ -8,6 +8,7 @@ from typing import Any
 from inferd.engines.base import EngineError
 from inferd.engines.task import TaskModel, TaskResult
 from inferd.engines.tasks.media import input_image
+from inferd.requests import ClassifyImageZeroShot
 
 
 class CLIPZeroShotModel(TaskModel):
@@ -21,13 +22,13 @@ class CLIPZeroShotModel(TaskModel):
         self.images = AutoImageProcessor.from_pretrained(str(path), local_files_only=True)
         self.template = str(options.get("hypothesis_template", "a photo of a {}."))
 
-    def run(self, inputs: dict[str, Any]) -> TaskResult:
+    def run(self, request: ClassifyImageZeroShot) -> TaskResult:
         import torch
 
-        labels = inputs.get("candidate_labels")
+        labels = request.candidate_labels
         if not isinstance(labels, list) or not 1 <= len(labels) <= 100:
             raise EngineError("`candidate_labels` must list 1 to 100 labels.")
-        image = input_image(inputs)
+        image = input_image(request.image)
         prompts = [self.template.format(label) for label in labels]
         text = self.tokenizer(prompts, padding=True, truncation=True, return_tensors="pt")
         pixels = self.images(images=image, return_tensors="pt")

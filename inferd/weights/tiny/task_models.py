@@ -24,7 +24,7 @@ COCO_LABELS = [
 def _tokenizer():
     from transformers import AutoTokenizer
 
-    from inferd.catalog.tiny.sources import minilm_folder
+    from inferd.weights.tiny.sources import minilm_folder
 
     return AutoTokenizer.from_pretrained(str(minilm_folder()))
 

@@ -2,26 +2,19 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 from inferd.catalog.spec import Weights
+from inferd.weights.packages import WeightsNotFound, package_folder
 
-
-class WeightsNotFound(FileNotFoundError):
-    pass
+__all__ = ["WeightsNotFound", "resolve_weights"]
 
 
 def resolve_weights(weights: Weights) -> Path:
     if weights.package:
-        # find_spec does not import the package: model packages often import heavy or missing
-        # dependencies at import time.
-        spec = importlib.util.find_spec(weights.package)
-        if spec is None or not spec.submodule_search_locations:
-            raise WeightsNotFound(f"weights package {weights.package!r} is not installed")
-        base = Path(next(iter(spec.submodule_search_locations)))
+        base = package_folder(weights.package)
     elif weights.build:
-        from inferd.catalog.tiny import built_folder
+        from inferd.weights.tiny import built_folder
 
         base = built_folder(weights.build)
     elif weights.folder:

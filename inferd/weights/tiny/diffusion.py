@@ -17,7 +17,7 @@ def build(target: Path) -> None:
     )
     from transformers import AutoTokenizer, CLIPTextConfig, CLIPTextModel
 
-    from inferd.catalog.tiny.sources import smollm2_folder
+    from inferd.weights.tiny.sources import smollm2_folder
 
     torch.manual_seed(0)
     # A real BPE vocabulary from a package we ship (SmolLM2's), cut to CLIP's 77 positions.

@@ -13,24 +13,24 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
-from inferd.engines.llm.gguf_convert import cache_root
+from inferd.weights.cache import cache_root
 
 
 def _vlm(target: Path) -> None:
-    from inferd.catalog.tiny import vlm
+    from inferd.weights.tiny import vlm
 
     vlm.build(target)
 
 
 def _diffusion(target: Path) -> None:
-    from inferd.catalog.tiny import diffusion
+    from inferd.weights.tiny import diffusion
 
     diffusion.build(target)
 
 
 def _task_model(kind: str) -> Callable[[Path], None]:
     def build(target: Path) -> None:
-        from inferd.catalog.tiny import task_models
+        from inferd.weights.tiny import task_models
 
         getattr(task_models, f"build_{kind}")(target)
 

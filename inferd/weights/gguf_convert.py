@@ -12,9 +12,7 @@ import os
 import shutil
 from pathlib import Path
 
-
-def cache_root() -> Path:
-    return Path(os.environ.get("INFERD_MODEL_CACHE", Path.home() / ".cache" / "inferd" / "models"))
+from inferd.weights.cache import cache_root
 
 
 def converted_folder(gguf: Path) -> Path:

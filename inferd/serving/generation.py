@@ -1,9 +1,9 @@
-"""Text generation seen from the API: shared by OpenAI chat, completions and native.
+"""Text generation on the serving path, shared by OpenAI chat, completions, native and jobs.
 
 A `Run` is one admitted request: `n` generations (choices) of the same prompt, each a call to
-the model's worker. `start_run` waits for every worker's first event before any response is
-sent, so a prompt the engine refuses (context overflow, bad schema) becomes a proper 4xx even
-when the client asked for a stream.
+the model's worker. `start_run` waits for every worker's first event before returning, so a
+prompt the engine refuses (context overflow, bad schema) is a proper error even when the
+client asked for a stream.
 """
 
 from __future__ import annotations
@@ -11,27 +11,34 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any
-
-from starlette.requests import Request
+from typing import TYPE_CHECKING
 
 from inferd import metrics
-from inferd.api.disconnect import unless_disconnected
-from inferd.api.errors import APIError, from_engine_event
-from inferd.api.gateway import Admission, Gateway
 from inferd.billing.pricing import token_cost
+from inferd.requests import (
+    Failed,
+    Finished,
+    FinishReason,
+    Generate,
+    PromptScores,
+    Started,
+    Token,
+    Tokens,
+)
 from inferd.runtime import Call
+from inferd.serving.admission import Admission
+from inferd.serving.errors import RequestError, from_failed, out_of_order
 
-# Engine finish reasons → OpenAI's.
-OPENAI_FINISH = {"eos": "stop", "stop_sequence": "stop", "length": "length"}
+if TYPE_CHECKING:
+    from inferd.serving.core import Serving
 
 
 class GenerationFailed(Exception):
     """The worker reported an error after output had started."""
 
-    def __init__(self, event: dict[str, Any]) -> None:
-        super().__init__(event.get("message", "generation failed"))
-        self.error = from_engine_event(event)
+    def __init__(self, error: RequestError) -> None:
+        super().__init__(error.message)
+        self.error = error
 
 
 @dataclass
@@ -41,34 +48,33 @@ class Generation:
     index: int
     call: Call
     prompt_tokens: int
-    _events: AsyncIterator[dict[str, Any]]
+    _events: AsyncIterator[object]
     completion_tokens: int = 0
-    finish_reason: str | None = None
-    last_token: list | None = None
-    prompt_items: list[list] = field(default_factory=list)  # scored prompt (echo)
+    finish_reason: FinishReason | None = None
+    last_token: Token | None = None
+    prompt_items: list[Token] = field(default_factory=list)  # scored prompt (echo)
     text_parts: list[str] = field(default_factory=list)
 
-    async def items(self) -> AsyncIterator[list[list]]:
-        """Token items ([id, text, logprob, special, top?]) as they are generated."""
+    async def items(self) -> AsyncIterator[list[Token]]:
+        """Tokens as they are generated."""
         async for event in self._events:
-            kind = event["ev"]
-            if kind == "tokens":
-                items = event["items"]
-                self.text_parts.extend(item[1] for item in items)
-                self.completion_tokens += len(items)  # exact count arrives with "done"
+            if isinstance(event, Tokens):
+                items = event.items
+                self.text_parts.extend(item.text for item in items)
+                self.completion_tokens += len(items)  # the exact count arrives with Finished
                 yield items
-            elif kind == "prompt":
-                self.prompt_items = event["items"]
-            elif kind == "done":
-                self.finish_reason = event["finish_reason"]
-                self.completion_tokens = event["completion_tokens"]
-                self.last_token = event.get("last_token")
+            elif isinstance(event, PromptScores):
+                self.prompt_items = event.items
+            elif isinstance(event, Finished):
+                self.finish_reason = event.finish_reason
+                self.completion_tokens = event.completion_tokens
+                self.last_token = event.last_token
                 return
-            elif kind == "error":
-                raise GenerationFailed(event)
+            elif isinstance(event, Failed):
+                raise GenerationFailed(from_failed(event))
 
-    async def collect(self) -> list[list]:
-        collected: list[list] = []
+    async def collect(self) -> list[Token]:
+        collected: list[Token] = []
         async for items in self.items():
             collected.extend(items)
         return collected
@@ -77,15 +83,10 @@ class Generation:
     def text(self) -> str:
         return "".join(self.text_parts)
 
-    @property
-    def openai_finish(self) -> str:
-        return OPENAI_FINISH.get(self.finish_reason or "", "stop")
-
 
 @dataclass
 class Run:
     admission: Admission
-    request: Request
     generations: list[Generation]
 
     @property
@@ -100,25 +101,17 @@ class Run:
     def cost(self) -> float:
         return token_cost(self.admission.spec.price, self.prompt_tokens, self.completion_tokens)
 
-    def usage(self) -> dict[str, Any]:
-        return {
-            "prompt_tokens": self.prompt_tokens,
-            "completion_tokens": self.completion_tokens,
-            "total_tokens": self.prompt_tokens + self.completion_tokens,
-            "estimated_cost": self.cost,
-        }
-
-    async def collect(self) -> list[list[list]]:
+    async def collect(self) -> list[list[Token]]:
         """All choices to the end (non-streaming)."""
         if len(self.generations) == 1:
             return [await self.generations[0].collect()]
         return await asyncio.gather(*(g.collect() for g in self.generations))
 
-    async def complete(self, request: Request) -> list[list[list]]:
+    async def complete(self) -> list[list[Token]]:
         """Non-streaming: every choice to its end, then settle. A worker error becomes its
-        APIError; a client that leaves cancels the work."""
+        RequestError; a caller that cancels (client gone) cancels the work."""
         try:
-            results = await unless_disconnected(request, self.collect())
+            results = await self.collect()
         except GenerationFailed as exc:
             await self.aclose(exc.error.status)
             raise exc.error from None
@@ -138,29 +131,21 @@ class Run:
         model = self.admission.spec.name
         metrics.TOKENS.labels(model, "input").inc(self.prompt_tokens)
         metrics.TOKENS.labels(model, "output").inc(self.completion_tokens)
-        self.request.scope["state"].update(
-            request_id=self.admission.request_id,
-            prompt_tokens=self.prompt_tokens,
-            completion_tokens=self.completion_tokens,
-            cost=self.cost,
-            finish_reason=self.generations[0].finish_reason,
-        )
+        self.admission.meta.finish_reason = self.generations[0].finish_reason
         await self.admission.finish(status, self.prompt_tokens, self.completion_tokens, self.cost)
 
 
-async def start_run(
-    gateway: Gateway, admission: Admission, request: Request, payloads: list[dict[str, Any]]
-) -> Run:
+async def start_run(serving: Serving, admission: Admission, requests: list[Generate]) -> Run:
     calls: list[Call] = []
     try:
-        for payload in payloads:
-            calls.append(await gateway.submit(admission, payload))
+        for request in requests:
+            calls.append(await serving.submit(admission, request))
         streams = [aiter(call) for call in calls]
         if len(streams) == 1:  # the common case, without a task per request
             firsts = [await anext(streams[0])]
         else:
             firsts = await asyncio.gather(*(anext(s) for s in streams))
-    except APIError as exc:
+    except RequestError as exc:
         for call in calls:
             call.close()
         await admission.finish(exc.status)
@@ -170,33 +155,31 @@ async def start_run(
             call.close()
         await admission.finish(499)
         raise
+    prompt_tokens = []
     for first in firsts:
-        if first["ev"] != "start":
+        if not isinstance(first, Started):
             for call in calls:
                 call.close()
-            error = (
-                from_engine_event(first)
-                if first["ev"] == "error"
-                else APIError(500, "The model answered out of order.", code="protocol_error")
-            )
+            error = from_failed(first) if isinstance(first, Failed) else out_of_order()
             await admission.finish(error.status)
             raise error
+        prompt_tokens.append(first.prompt_tokens)
     generations = [
-        Generation(i, call, int(first["prompt_tokens"]), stream)
-        for i, (call, first, stream) in enumerate(zip(calls, firsts, streams, strict=True))
+        Generation(i, call, n, stream)
+        for i, (call, n, stream) in enumerate(zip(calls, prompt_tokens, streams, strict=True))
     ]
-    return Run(admission, request, generations)
+    return Run(admission, generations)
 
 
-async def merged(run: Run) -> AsyncIterator[tuple[Generation, list[list] | None]]:
-    """Items of all choices as they come; (generation, None) when a choice finishes."""
+async def merged(run: Run) -> AsyncIterator[tuple[Generation, list[Token] | None]]:
+    """Tokens of all choices as they come; (generation, None) when a choice finishes."""
     if len(run.generations) == 1:
         generation = run.generations[0]
         async for items in generation.items():
             yield generation, items
         yield generation, None
         return
-    queue: asyncio.Queue[tuple[Generation, list[list] | None, BaseException | None]] = (
+    queue: asyncio.Queue[tuple[Generation, list[Token] | None, BaseException | None]] = (
         asyncio.Queue()
     )
 

@@ -39,7 +39,7 @@ def build(target: Path) -> None:
         Idefics3Processor,
     )
 
-    from inferd.catalog.tiny.sources import smollm2_folder
+    from inferd.weights.tiny.sources import smollm2_folder
 
     torch.manual_seed(0)
     text_folder = smollm2_folder()

@@ -1,0 +1,308 @@
+"""The request path, callable without HTTP: principal → resolve → limits → budget → submit →
+settle. The OpenAI and native routers, and later webhook jobs, batch lines and the dashboard's
+playground, all run requests through `Serving`.
+"""
+
+from __future__ import annotations
+
+from redis.exceptions import RedisError
+
+from inferd import metrics
+from inferd.auth import Principal
+from inferd.billing.budget import Budget, OverBudget, Scope
+from inferd.billing.ledger import UsageLedger, UsageRecord
+from inferd.billing.pricing import max_cost
+from inferd.catalog import Catalog, ModelNotFound, ModelSpec
+from inferd.config import Settings
+from inferd.limits import ConcurrencyLimiter, InProcessLimiter, RateLimited
+from inferd.requests import (
+    Embed,
+    Generate,
+    InferenceRequest,
+    ModelInfo,
+    TaskRequest,
+    task_of,
+)
+from inferd.runtime import Call, ModelUnavailable, Runtime
+from inferd.serving.admission import Admission, RequestMeta, new_request_id
+from inferd.serving.embeddings import EmbeddingsResult, run_embeddings
+from inferd.serving.errors import RequestError
+from inferd.serving.generation import Run, start_run
+from inferd.serving.tasks import TaskOutcome, run_task
+
+# Budget reservations only: images are billed at the tokens the model actually gave them.
+TOKENS_PER_IMAGE_BOUND = 2048
+
+Target = str | ModelSpec  # a model string to resolve, or a spec `resolve` already returned
+
+
+class Serving:
+    def __init__(
+        self,
+        settings: Settings,
+        catalog: Catalog,
+        runtime: Runtime,
+        limiter: ConcurrencyLimiter,
+        budget: Budget,
+        ledger: UsageLedger,
+    ) -> None:
+        self.settings = settings
+        self.catalog = catalog
+        self.runtime = runtime
+        self.limiter = limiter
+        self.budget = budget
+        self.ledger = ledger
+        self.draining = False
+        self._sync_settle = isinstance(limiter, InProcessLimiter)
+
+    # -- the entry points ---------------------------------------------------------------------
+
+    async def generate(
+        self, principal: Principal, target: Target, requests: list[Generate], meta: RequestMeta
+    ) -> Run:
+        """`n` generations of one prompt (one per request), admitted as one request. Returns
+        once every generation has started, so a refused prompt is an error, not a stream."""
+        spec = self._target(principal, target, requests[0])
+        first = requests[0]
+        max_tokens = first.params.max_tokens or first.params.default_max_tokens
+        admission = await self.admit(
+            principal,
+            spec,
+            meta,
+            prompt_bound=generation_bound(first),
+            max_output=max_tokens * len(requests) if max_tokens else None,
+        )
+        return await start_run(self, admission, requests)
+
+    async def embed(
+        self, principal: Principal, target: Target, request: Embed, meta: RequestMeta
+    ) -> EmbeddingsResult:
+        spec = self._target(principal, target, request)
+        bound = sum(len(t.encode()) + 2 for t in request.texts)
+        admission = await self.admit(principal, spec, meta, prompt_bound=bound)
+        return await run_embeddings(self, admission, request)
+
+    async def run_task(
+        self, principal: Principal, target: Target, request: TaskRequest, meta: RequestMeta
+    ) -> TaskOutcome:
+        spec = self._target(principal, target, request)
+        admission = await self.admit(principal, spec, meta, prompt_bound=text_bound(request))
+        return await run_task(self, admission, request)
+
+    # -- the steps ----------------------------------------------------------------------------
+
+    def resolve(self, principal: Principal, model: str, task: str | None) -> ModelSpec:
+        """The model string, once per request: 404 unknown, 403 not allowed for this token,
+        400 when the model serves another task than `task` (None: any task)."""
+        try:
+            spec = self.catalog.resolve(model)
+        except ModelNotFound as exc:
+            raise RequestError(404, str(exc), code="model_not_found", param="model") from None
+        if not principal.allows(spec.name):
+            raise RequestError(
+                403,
+                f"This token may not use the model `{spec.name}`.",
+                code="model_not_allowed",
+                param="model",
+            )
+        if task is not None and spec.task != task:
+            raise RequestError(
+                400,
+                f"The model `{spec.name}` is a {spec.task} model and does not serve this endpoint.",
+                code="wrong_task",
+                param="model",
+            )
+        return spec
+
+    def info(self, spec: ModelSpec) -> ModelInfo | None:
+        return self.runtime.info(spec.name)
+
+    def features(self, spec: ModelSpec) -> list[str]:
+        """The catalog's tags plus what the loaded engine reports it can do."""
+        info = self.info(spec)
+        return sorted({*spec.tags, *(info.features if info else ())})
+
+    def context_length(self, spec: ModelSpec) -> int:
+        info = self.info(spec)
+        return info.context_length if info and info.context_length else spec.context_length
+
+    def require_features(self, spec: ModelSpec, wanted: dict[str, str]) -> None:
+        """400 naming the feature when the model cannot do what the request asks for."""
+        if not wanted or self.info(spec) is None:
+            return  # not loaded yet: the engine refuses what it cannot do itself
+        have = self.features(spec)
+        for feature, asked_by in wanted.items():
+            if feature not in have:
+                raise RequestError(
+                    400,
+                    f"The model `{spec.name}` does not support {feature} ({asked_by}).",
+                    code="unsupported_feature",
+                    param="model",
+                )
+
+    async def admit(
+        self,
+        principal: Principal,
+        spec: ModelSpec,
+        meta: RequestMeta,
+        *,
+        prompt_bound: int = 0,
+        max_output: int | None = None,
+    ) -> Admission:
+        """limits → budget. `prompt_bound` (an upper bound on input tokens) and `max_output`
+        size the budget reservation when a spending limit applies."""
+        if self.draining:
+            raise RequestError(503, "The server is shutting down.", code="draining")
+        meta.model = spec.name
+        meta.account = principal.account_id
+        reservation = None
+        scopes = budget_scopes(principal)
+        if scopes:
+            output = max_output or min(self.settings.max_output_tokens, spec.context_length)
+            amount = max_cost(spec.price, prompt_bound, output)
+            try:
+                reservation = await self.budget.reserve(scopes, amount)
+            except OverBudget as exc:
+                raise RequestError(402, str(exc), code="spending_limit_reached") from None
+            except RedisError:
+                raise _store_down("budget") from None
+        try:
+            slot = await self.limiter.acquire(
+                principal.account_id, spec.name, principal.concurrency_limit
+            )
+        except (RedisError, RateLimited) as exc:
+            if reservation is not None:
+                await self.budget.settle(reservation, 0.0)
+            if isinstance(exc, RedisError):
+                raise _store_down("limits") from None
+            metrics.RATE_LIMITED.labels(spec.name).inc()
+            raise RequestError(429, "Rate limited", code="rate_limited") from None
+        request_id = new_request_id()
+        meta.request_id = request_id
+        return Admission(self, principal, spec, request_id, slot, reservation, meta)
+
+    async def submit(self, admission: Admission, request: InferenceRequest) -> Call:
+        try:
+            return await self.runtime.submit(admission.spec.name, request)
+        except ModelUnavailable as exc:
+            raise RequestError(503, str(exc), code="model_unavailable") from None
+
+    def settle_now(
+        self,
+        admission: Admission,
+        status: int,
+        prompt_tokens: int,
+        completion_tokens: int,
+        cost: float,
+    ) -> bool:
+        """Settle synchronously when nothing needs awaiting (in-process limits, no budget):
+        no task on the hot path, nothing a cancel can skip. False when `settle` must run."""
+        if admission.reservation is not None or not self._sync_settle:
+            return False
+        self.limiter.release_nowait(admission.principal.account_id, admission.spec.name)  # type: ignore[attr-defined]
+        self.ledger.record(usage_record(admission, status, prompt_tokens, completion_tokens, cost))
+        return True
+
+    async def settle(
+        self,
+        admission: Admission,
+        status: int,
+        prompt_tokens: int,
+        completion_tokens: int,
+        cost: float,
+    ) -> None:
+        principal = admission.principal
+        try:
+            await self.limiter.release(principal.account_id, admission.spec.name, admission.slot)
+        finally:
+            if admission.reservation is not None:
+                await self.budget.settle(admission.reservation, cost)
+            self.ledger.record(
+                usage_record(admission, status, prompt_tokens, completion_tokens, cost)
+            )
+
+    def _target(self, principal: Principal, target: Target, request: InferenceRequest) -> ModelSpec:
+        if isinstance(target, str):
+            spec = self.resolve(principal, target, task_of(request))
+        else:
+            spec = target
+        if isinstance(request, Generate):
+            self.require_features(spec, generation_features(request))
+        return spec
+
+
+def generation_features(request: Generate) -> dict[str, str]:
+    """Features a generation needs from the model: tag → what asked for it."""
+    wanted = {}
+    if request.images:
+        wanted["vision"] = "image inputs"
+    if request.tools:
+        wanted["tools"] = "`tools`"
+    if request.params.constraint is not None:
+        wanted["json_mode"] = "`response_format`"
+    if request.params.logprobs:
+        wanted["logprobs"] = "`logprobs`"
+    return wanted
+
+
+def generation_bound(request: Generate) -> int:
+    """Upper bound on prompt tokens (a token is at least one byte), for budgets."""
+    if request.prompt is not None:
+        return len(request.prompt.encode()) + 16
+    text = 64 + 2 * len(str(request.tools or ""))
+    for turn in request.messages or ():
+        content = turn.content
+        if isinstance(content, str):
+            text += len(content.encode()) + 16
+        else:
+            text += sum(len(getattr(p, "text", "").encode()) for p in content) + 16
+    return text + TOKENS_PER_IMAGE_BOUND * len(request.images)
+
+
+def text_bound(request: TaskRequest) -> int:
+    """Upper bound on a task's billed text units (tokens or characters)."""
+    total = 0
+    for name in request.__struct_fields__:
+        value = getattr(request, name)
+        if isinstance(value, str):
+            total += len(value.encode())
+        elif isinstance(value, list):
+            total += sum(len(v.encode()) for v in value if isinstance(v, str))
+    return total
+
+
+def budget_scopes(principal: Principal) -> tuple[Scope, ...]:
+    scopes = []
+    if principal.spending_limit is not None:
+        scopes.append(
+            Scope(f"acct:{principal.account_id}", principal.spending_limit, "this account")
+        )
+    if principal.jwt is not None and principal.jwt.spending_limit is not None:
+        scopes.append(
+            Scope(f"jwt:{principal.jwt.jwt_id}", principal.jwt.spending_limit, "this scoped JWT")
+        )
+    return tuple(scopes)
+
+
+def usage_record(
+    admission: Admission, status: int, prompt_tokens: int, completion_tokens: int, cost: float
+) -> UsageRecord:
+    principal = admission.principal
+    return UsageRecord(
+        request_id=admission.request_id,
+        account_id=principal.account_id,
+        key_name=principal.key_name,
+        jwt_id=principal.jwt.jwt_id if principal.jwt else None,
+        model=admission.spec.name,
+        route=admission.meta.route,
+        status=status,
+        prompt_tokens=prompt_tokens,
+        completion_tokens=completion_tokens,
+        cost=cost,
+        started_at=admission.started_at,
+        duration_ms=admission.runtime_ms,
+    )
+
+
+def _store_down(what: str) -> RequestError:
+    return RequestError(503, f"The {what} store is unavailable; retry.", code="limits_unavailable")
