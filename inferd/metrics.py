@@ -62,3 +62,8 @@ def request_counter(route: str, model: str, status: str):
 @lru_cache(maxsize=256)
 def latency_histogram(route: str):
     return LATENCY.labels(route)
+
+
+@lru_cache(maxsize=4096)
+def token_counter(model: str, kind: str):
+    return TOKENS.labels(model, kind)

@@ -1,30 +1,72 @@
 """schemathesis hooks for tests/test_schemathesis.py: half the generated requests name a served
-model (`model` in the path or the body), so they reach real inference; random names only meet
-the 404. The served models come from INFERD_ST_MODELS (comma-separated)."""
+model of the task the operation (or, on the native route, the generated body) fits, so they
+reach real inference instead of the 404 a random name gets. INFERD_ST_MODELS lists the served
+models as `name=task`, comma-separated. The choice hashes the generated case, so a seed
+still replays the same run."""
 
 from __future__ import annotations
 
 import os
+import zlib
 from typing import Any
 
 import schemathesis
-from hypothesis import strategies as st
+from pydantic import BaseModel, ValidationError
 
-MODELS = [m for m in os.environ.get("INFERD_ST_MODELS", "").split(",") if m]
+from inferd.api.native.protocol import EmbeddingsRequest, TextGenerationRequest
+from inferd.api.native.task_protocol import TASKS
+
+SERVED = dict(
+    item.split("=", 1) for item in os.environ.get("INFERD_ST_MODELS", "").split(",") if item
+)
+NATIVE = "/v1/inference/{model}"
+# The task each OpenAI route serves; other routes with a `model` take any model.
+ROUTE_TASKS = {
+    "/v1/openai/chat/completions": "text-generation",
+    "/v1/openai/completions": "text-generation",
+    "/v1/openai/embeddings": "embeddings",
+    "/v1/openai/audio/speech": "text-to-speech",
+    "/v1/openai/audio/transcriptions": "automatic-speech-recognition",
+    "/v1/openai/images/generations": "text-to-image",
+}
+NATIVE_BODIES: dict[str, type[BaseModel]] = {
+    "text-generation": TextGenerationRequest,
+    "embeddings": EmbeddingsRequest,
+    **{task: model for task, (model, _) in TASKS.items()},
+}
 
 
-def _with_model(value: Any) -> st.SearchStrategy[Any]:
-    if not MODELS or not isinstance(value, dict) or "model" not in value:
-        return st.just(value)
-    served = st.sampled_from(MODELS).map(lambda model: {**value, "model": model})
-    return st.one_of(st.just(value), served)
+def _fits(model: type[BaseModel], body: Any) -> bool:
+    try:
+        model.model_validate(body)
+    except ValidationError:
+        return False
+    return True
+
+
+def _tasks(case: Any) -> set[str]:
+    path = case.operation.path
+    if path == NATIVE:
+        return {task for task, model in NATIVE_BODIES.items() if _fits(model, case.body)}
+    if path in ROUTE_TASKS:
+        return {ROUTE_TASKS[path]}
+    return set(SERVED.values())
 
 
 @schemathesis.hook
-def flatmap_path_parameters(context: Any, path_parameters: Any) -> st.SearchStrategy[Any]:
-    return _with_model(path_parameters)
-
-
-@schemathesis.hook
-def flatmap_body(context: Any, body: Any) -> st.SearchStrategy[Any]:
-    return _with_model(body)
+def map_case(context: Any, case: Any) -> Any:
+    in_path = "model" in (case.path_parameters or {})
+    in_body = isinstance(case.body, dict) and "model" in case.body
+    if not (in_path or in_body):
+        return case
+    tasks = _tasks(case)
+    models = sorted(name for name, task in SERVED.items() if task in tasks)
+    pick = zlib.crc32(repr((case.path_parameters, case.body)).encode())
+    if not models or pick % 2:
+        return case
+    model = models[(pick >> 1) % len(models)]
+    if in_path:
+        case.path_parameters = {**case.path_parameters, "model": model}
+    else:
+        case.body = {**case.body, "model": model}
+    return case

@@ -31,6 +31,27 @@ def test_missing_and_wrong_credentials(server: Server) -> None:
     assert_openai_error(r, 401, "bearer")
 
 
+def test_authentication_comes_before_every_other_check(server: Server) -> None:
+    """A stranger learns nothing about models or bodies: 401 whatever the request holds."""
+    bad = {"Authorization": "Bearer nope"}
+    image = {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}
+    vision_to_text_model = {
+        "model": CHAT_MODEL,
+        "messages": [{"role": "user", "content": [{"type": "text", "text": "x"}, image]}],
+    }
+    cases = [
+        (CHAT, {"json": vision_to_text_model}),
+        (CHAT, {"json": {"model": "no/such-model", "messages": []}}),
+        (CHAT, {"content": b"{not json"}),
+        ("/v1/openai/embeddings", {"json": {"model": CHAT_MODEL, "input": "x"}}),
+        ("/v1/inference/no/such-model", {"json": {"input": "x"}}),
+        ("/v1/inference/openai/whisper-tiny.en", {"files": {"audio": ("a.txt", b"nope")}}),
+    ]
+    for path, kwargs in cases:
+        r = httpx.post(server.url + path, headers=bad, **kwargs)
+        assert_openai_error(r, 401, "invalid api key")
+
+
 def test_unknown_model_is_404(http: httpx.Client) -> None:
     r = http.post(
         CHAT, json={"model": "no/such-model", "messages": [{"role": "user", "content": "x"}]}

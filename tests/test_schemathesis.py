@@ -54,9 +54,8 @@ def test_schemathesis_finds_nothing(capped_server: Server, tmp_path: Path) -> No
     )
     assert account.status_code == 200, account.text
     key = account.json()["api_key"]
-    models = [
-        m["model_name"] for m in httpx.get(capped_server.url + "/models/list", headers=admin).json()
-    ]
+    cards = httpx.get(capped_server.url + "/models/list", headers=admin).json()
+    served = ",".join(f"{card['model_name']}={card['task']}" for card in cards)
     report = tmp_path / "report.json"
     command = [
         str(Path(sys.executable).with_name("st")),
@@ -86,7 +85,7 @@ def test_schemathesis_finds_nothing(capped_server: Server, tmp_path: Path) -> No
         str(report),
         "--no-color",
     ]
-    env = {**os.environ, "INFERD_ST_MODELS": ",".join(models), "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "INFERD_ST_MODELS": served, "PYTHONPATH": str(ROOT)}
     run = subprocess.run(
         command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=540
     )

@@ -51,6 +51,21 @@ def test_permissive_parsing(http: httpx.Client) -> None:
     assert r.json()["usage"]["completion_tokens"] <= 4
 
 
+def test_lenient_native_and_embeddings_wire(http: httpx.Client) -> None:
+    """Numeric strings and fields we do not use (LangChain's `model_kwargs` pass-through)."""
+    r = http.post(
+        NATIVE,
+        json={"input": "Hi", "max_new_tokens": "3", "temperature": "0", "unknown": [1, 2]},
+    )
+    assert r.status_code == 200, r.text
+    assert r.json()["num_tokens"] <= 3
+    r = http.post(
+        "/v1/openai/embeddings",
+        json={"model": EMBED_MODEL, "input": "hi", "user": "u1", "extra_body": {"x": 1}},
+    )
+    assert r.status_code == 200, r.text
+
+
 def test_chat_sse_framing(http: httpx.Client) -> None:
     with http.stream("POST", CHAT, json=chat_body(max_tokens=12, stream=True)) as r:
         assert r.status_code == 200

@@ -51,7 +51,7 @@ class Gateway:
 
     async def principal(self, request: Request) -> Principal:
         try:
-            return await self.auth.authenticate(request.headers.get("authorization"))
+            return await self.auth.authenticate(_header(request, b"authorization"))
         except AuthError as exc:
             raise APIError(exc.status, str(exc), code="invalid_api_key") from None
 
@@ -79,7 +79,7 @@ class Gateway:
 
     async def read_fields(self, request: Request) -> dict[str, Any]:
         """A JSON object, or a multipart/form-data body (files as bytes, in memory)."""
-        content_type = request.headers.get("content-type", "")
+        content_type = _header(request, b"content-type") or ""
         if content_type.startswith("multipart/form-data"):
             return parse_form(content_type, await self.read_body(request))
         return await self.read_object(request)
@@ -93,12 +93,30 @@ class Gateway:
 
     async def read_body(self, request: Request) -> bytes:
         limit = self.settings.max_request_bytes
-        declared = request.headers.get("content-length")
+        declared = _header(request, b"content-length")
         if declared and declared.isdigit() and int(declared) > limit:
             raise APIError(413, f"The request body exceeds {limit} bytes.", code="too_large")
-        chunks = bytearray()
-        async for chunk in request.stream():
-            chunks += chunk
+        # ASGI messages read directly: most bodies arrive in one message.
+        message = await request.receive()
+        body = message.get("body", b"")
+        if not message.get("more_body", False):
+            if len(body) > limit:
+                raise APIError(413, f"The request body exceeds {limit} bytes.", code="too_large")
+            return body
+        chunks = bytearray(body)
+        while message.get("more_body", False):
+            message = await request.receive()
+            if message["type"] == "http.disconnect":
+                raise APIError(499, "The client closed the connection.", code="client_closed")
+            chunks += message.get("body", b"")
             if len(chunks) > limit:
                 raise APIError(413, f"The request body exceeds {limit} bytes.", code="too_large")
         return bytes(chunks)
+
+
+def _header(request: Request, name: bytes) -> str | None:
+    """One header straight from the ASGI scope, without building Starlette's Headers."""
+    for key, value in request.scope["headers"]:
+        if key == name:
+            return value.decode("latin-1")
+    return None

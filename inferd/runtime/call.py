@@ -40,30 +40,31 @@ class Call:
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
-    async def _next(self) -> Event:
+    async def next(self) -> Event:
+        """The next event; after a terminal one (done, result, error) there is none."""
         while not self._events:
             self._waiter = asyncio.get_running_loop().create_future()
             try:
                 await self._waiter
             finally:
                 self._waiter = None
-        return self._events.popleft()
+        event = self._events.popleft()
+        if isinstance(event, TERMINAL):
+            self.finished = True
+        return event
 
     async def __aiter__(self) -> AsyncIterator[Event]:
         while True:
-            event = await self._next()
-            if isinstance(event, TERMINAL):
-                self.finished = True
-                yield event
-                return
+            event = await self.next()
             yield event
+            if self.finished:
+                return
 
     async def result(self) -> Event:
         """Wait for the terminal event of a unary call."""
         while True:
-            event = await self._next()
-            if isinstance(event, TERMINAL):
-                self.finished = True
+            event = await self.next()
+            if self.finished:
                 return event
 
     def close(self) -> None:

@@ -48,7 +48,6 @@ class Generation:
     index: int
     call: Call
     prompt_tokens: int
-    _events: AsyncIterator[object]
     completion_tokens: int = 0
     finish_reason: FinishReason | None = None
     last_token: Token | None = None
@@ -57,7 +56,9 @@ class Generation:
 
     async def items(self) -> AsyncIterator[list[Token]]:
         """Tokens as they are generated."""
-        async for event in self._events:
+        call = self.call
+        while not call.finished:
+            event = await call.next()
             if isinstance(event, Tokens):
                 items = event.items
                 self.text_parts.extend(item.text for item in items)
@@ -95,6 +96,8 @@ class Run:
 
     @property
     def completion_tokens(self) -> int:
+        if len(self.generations) == 1:
+            return self.generations[0].completion_tokens
         return sum(g.completion_tokens for g in self.generations)
 
     @property
@@ -129,10 +132,11 @@ class Run:
         if status is None:
             status = 200 if all(g.finish_reason for g in self.generations) else 499
         model = self.admission.spec.name
-        metrics.TOKENS.labels(model, "input").inc(self.prompt_tokens)
-        metrics.TOKENS.labels(model, "output").inc(self.completion_tokens)
+        prompt, completion = self.prompt_tokens, self.completion_tokens
+        metrics.token_counter(model, "input").inc(prompt)
+        metrics.token_counter(model, "output").inc(completion)
         self.admission.meta.finish_reason = self.generations[0].finish_reason
-        await self.admission.finish(status, self.prompt_tokens, self.completion_tokens, self.cost)
+        await self.admission.finish(status, prompt, completion, self.cost)
 
 
 async def start_run(serving: Serving, admission: Admission, requests: list[Generate]) -> Run:
@@ -140,11 +144,10 @@ async def start_run(serving: Serving, admission: Admission, requests: list[Gener
     try:
         for request in requests:
             calls.append(await serving.submit(admission, request))
-        streams = [aiter(call) for call in calls]
-        if len(streams) == 1:  # the common case, without a task per request
-            firsts = [await anext(streams[0])]
+        if len(calls) == 1:  # the common case, without a task per request
+            firsts = [await calls[0].next()]
         else:
-            firsts = await asyncio.gather(*(anext(s) for s in streams))
+            firsts = await asyncio.gather(*(call.next() for call in calls))
     except RequestError as exc:
         for call in calls:
             call.close()
@@ -165,8 +168,7 @@ async def start_run(serving: Serving, admission: Admission, requests: list[Gener
             raise error
         prompt_tokens.append(first.prompt_tokens)
     generations = [
-        Generation(i, call, n, stream)
-        for i, (call, n, stream) in enumerate(zip(calls, prompt_tokens, streams, strict=True))
+        Generation(i, call, n) for i, (call, n) in enumerate(zip(calls, prompt_tokens, strict=True))
     ]
     return Run(admission, generations)
 
