@@ -248,3 +248,21 @@ def test_client_disconnect_stops_the_work(server: Server, stream: bool) -> None:
     while server.metric("inferd_queue_depth", CHAT_MODEL) > 0 and time.monotonic() < deadline:
         time.sleep(0.1)
     assert server.metric("inferd_queue_depth", CHAT_MODEL) == 0
+
+
+def test_huge_numbers_are_400_not_500(http: httpx.Client) -> None:
+    """The wire takes integers of any size; past 64 bits they are refused, not a crash."""
+    huge = 10**30
+    r = http.post(
+        CHAT,
+        json={
+            "model": CHAT_MODEL,
+            "messages": [{"role": "user", "content": "x"}],
+            "max_tokens": 2,
+            "top_k": huge,
+        },
+    )
+    assert_openai_error(r, 400, "top_k")
+    r = http.post(f"/v1/inference/{CHAT_MODEL}", json={"input": "x", "max_new_tokens": 2**64})
+    assert_openai_error(r, 400, "max_new_tokens")
+    assert_openai_error(http.post(CHAT, json={"model": CHAT_MODEL, "messages": []}), 400, "")

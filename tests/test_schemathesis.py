@@ -5,16 +5,23 @@ contract allows finish quickly, with the real default models."""
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 import os
 import subprocess
 import sys
+import wave
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
+from inferd.api.caps import audio_seconds, check_audio_seconds, check_caps
+from inferd.api.errors import APIError
+from inferd.config import Settings
+from inferd.requests import GenerateImage, Synthesize
 from tests.conftest import ADMIN_KEY, Server
 
 ROOT = Path(__file__).parents[1]
@@ -25,7 +32,7 @@ CHECKS = (
     "response_schema_conformance",
 )
 SEED = 1
-MAX_EXAMPLES = 40  # per operation and phase; the run stays well under 3 minutes on 2 cores
+MAX_EXAMPLES = 30  # per operation and phase; the run stays well under 3 minutes on 2 cores
 CAPS = {
     "INFERD_MAX_OUTPUT_TOKENS": "4",
     "INFERD_DEFAULT_NATIVE_MAX_NEW_TOKENS": "4",
@@ -36,11 +43,30 @@ CAPS = {
 }
 
 
+# The default catalog, with text to image at 64 px and 2 steps by default and at most: the caps
+# bound what a request asks for, not a model's defaults.
+CATALOG_EDITS = {
+    "max_side = 256, default_side = 64, default_steps = 10, max_steps = 50": (
+        "max_side = 64, default_side = 64, default_steps = 2, max_steps = 2"
+    ),
+}
+
+
+def capped_catalog(path: Path) -> Path:
+    text = (ROOT / "inferd" / "catalog" / "default.toml").read_text()
+    for old, new in CATALOG_EDITS.items():
+        assert text.count(old) == 1, f"default.toml changed: update CATALOG_EDITS ({old})"
+        text = text.replace(old, new)
+    path.write_text(text)
+    return path
+
+
 @pytest.fixture(scope="module")
 def capped_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    server = Server(
-        tmp_path_factory.mktemp("schemathesis"), {"INFERD_ADMIN_KEY": ADMIN_KEY, **CAPS}
-    )
+    root = tmp_path_factory.mktemp("schemathesis")
+    catalog = capped_catalog(root / "catalog.toml")
+    env = {"INFERD_ADMIN_KEY": ADMIN_KEY, "INFERD_CATALOG": str(catalog), **CAPS}
+    server = Server(root, env)
     server.start(timeout=300)
     yield server
     server.stop()
@@ -90,11 +116,95 @@ def test_schemathesis_finds_nothing(capped_server: Server, tmp_path: Path) -> No
         command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=540
     )
     output = run.stdout + run.stderr
+    print(output[-2500:])  # the summary: counts, warnings, running time (pytest -s shows it)
     assert report.exists(), output[-5000:]
     result = json.loads(report.read_text())
     assert result["complete"], output[-5000:]
     assert result["operations"]["tested"] == result["operations"]["total"] > 20
     assert result["phases"]["stateful"]["status"] == "skip"
-    assert result["test_cases"]["generated"] > 500
+    assert result["test_cases"]["generated"] > 400
     assert not result["failures"] and not result["errors"], output[-20000:]
     assert run.returncode == 0, output[-5000:]
+
+
+def wav(seconds: float, rate: int = 8000) -> bytes:
+    out = io.BytesIO()
+    with wave.open(out, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(b"\0\0" * int(seconds * rate))
+    return out.getvalue()
+
+
+def test_caps_refuse_what_is_over_them() -> None:
+    """The caps the run relies on: over → 400 naming the field (in the wire's spelling)."""
+    settings = Settings(
+        max_image_pixels=64 * 64, max_image_steps=2, max_tts_chars=8, max_audio_seconds=1
+    )
+    check_caps(settings, GenerateImage(prompt="x", width=64, height=64, num_inference_steps=2))
+    check_caps(settings, GenerateImage(prompt="x"))  # the model's defaults: the catalog's call
+    check_caps(settings, Synthesize(text="12345678"))
+    refused = [
+        (GenerateImage(prompt="x", width=72), {}, "width"),
+        (GenerateImage(prompt="x", height=128, width=64), {}, "width"),
+        (GenerateImage(prompt="x", height=72), {}, "height"),
+        (GenerateImage(prompt="x", width=128, height=128), {"width": "size"}, "size"),
+        (GenerateImage(prompt="x", num_inference_steps=3), {}, "num_inference_steps"),
+        (Synthesize(text="123456789"), {"text": "input"}, "input"),
+    ]
+    for request, names, param in refused:
+        with pytest.raises(APIError) as exc:
+            check_caps(settings, request, names)
+        assert (exc.value.status, exc.value.code, exc.value.param) == (400, "over_cap", param)
+    check_audio_seconds(settings, wav(0.5))
+    check_audio_seconds(settings, b"not audio at all")  # unknown length: the model decides
+    with pytest.raises(APIError) as exc:
+        check_audio_seconds(settings, wav(2.0), "file")
+    assert (exc.value.status, exc.value.param) == (400, "file")
+    assert audio_seconds(wav(2.0)) == pytest.approx(2.0, abs=0.01)
+
+
+def test_caps_are_wired_into_every_route(capped_server: Server) -> None:
+    """Over-cap values on the live server: a 400 naming the wire field, before any work."""
+    headers = {"Authorization": f"Bearer {ADMIN_KEY}"}
+    url = capped_server.url
+    cases = [
+        ("/v1/inference/inferd/stable-diffusion-tiny", {"prompt": "x", "width": 128}, "width"),
+        (
+            "/v1/inference/inferd/stable-diffusion-tiny",
+            {"prompt": "x", "num_inference_steps": 3},
+            "num_inference_steps",
+        ),
+        (
+            "/v1/openai/images/generations",
+            {"model": "inferd/stable-diffusion-tiny", "prompt": "x", "size": "128x128"},
+            "size",
+        ),
+        ("/v1/inference/rhasspy/piper-en_US-joe-medium", {"text": "x" * 65}, "text"),
+        (
+            "/v1/openai/audio/speech",
+            {"model": "rhasspy/piper-en_US-joe-medium", "input": "x" * 65, "voice": "joe"},
+            "input",
+        ),
+    ]
+    for path, body, param in cases:
+        r = httpx.post(url + path, json=body, headers=headers, timeout=60)
+        assert r.status_code == 400, (path, r.text)
+        assert r.json()["error"]["code"] == "over_cap" and r.json()["error"]["param"] == param
+    long = "data:audio/wav;base64," + base64.b64encode(wav(6.0)).decode()
+    r = httpx.post(
+        url + "/v1/inference/openai/whisper-tiny.en",
+        json={"audio": long},
+        headers=headers,
+        timeout=60,
+    )
+    assert r.status_code == 400 and r.json()["error"]["param"] == "audio", r.text
+    r = httpx.post(
+        url + "/v1/openai/audio/transcriptions",
+        headers=headers,
+        timeout=60,
+        data={"model": "openai/whisper-tiny.en"},
+        files={"file": ("a.wav", wav(6.0), "audio/wav")},
+    )
+    assert r.status_code == 400 and r.json()["error"]["param"] == "file", r.text

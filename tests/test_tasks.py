@@ -197,6 +197,7 @@ def test_models_list_their_task(http: httpx.Client, client: OpenAI) -> None:
         (ASR, {"json": {"audio": data_url(b"ID3" + b"\0" * 64, "")}}, 400, "audio"),
         (ASR, {"json": {"audio": "AAAA", "temperature": 7}}, 400, "temperature"),
         (TTS, {"json": {"text": ""}}, 400, "text"),
+        (TTS, {"json": {"text": "..."}}, 400, "text"),
         (TTS, {"json": {"text": "hi", "format": "ogg"}}, 400, "format"),
         (TTS, {"json": {"text": "hi", "voice": "nobody"}}, 400, "voice"),
         (OCR, {"json": {"image": data_url(b"GIF89a" + b"\0" * 32, "image/gif")}}, 415, "image"),

@@ -85,8 +85,9 @@ class LocalReplica(Replica):
 
     def submit(self, request: InferenceRequest) -> Call:
         call = Call(f"{next(self._ids):x}", self._cancel)
+        frame = encode(Submit(call.id, request))  # may raise (OverflowError): nothing to undo
         self._pending[call.id] = call
-        self._send(encode(Submit(call.id, request)))
+        self._send(frame)
         self._queue_depth.inc()
         return call
 

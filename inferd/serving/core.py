@@ -5,6 +5,8 @@ playground, all run requests through `Serving`.
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 from redis.exceptions import RedisError
 
 from inferd import metrics
@@ -17,6 +19,8 @@ from inferd.config import Settings
 from inferd.limits import ConcurrencyLimiter, InProcessLimiter, RateLimited
 from inferd.requests import (
     Embed,
+    Event,
+    Failed,
     Generate,
     InferenceRequest,
     ModelInfo,
@@ -26,7 +30,7 @@ from inferd.requests import (
 from inferd.runtime import Call, ModelUnavailable, Runtime
 from inferd.serving.admission import Admission, RequestMeta, new_request_id
 from inferd.serving.embeddings import EmbeddingsResult, run_embeddings
-from inferd.serving.errors import RequestError
+from inferd.serving.errors import RequestError, from_failed, out_of_order
 from inferd.serving.generation import Run, start_run
 from inferd.serving.tasks import TaskOutcome, run_task
 
@@ -34,6 +38,7 @@ from inferd.serving.tasks import TaskOutcome, run_task
 TOKENS_PER_IMAGE_BOUND = 2048
 
 Target = str | ModelSpec  # a model string to resolve, or a spec `resolve` already returned
+E = TypeVar("E", bound=Event)
 
 
 class Serving:
@@ -186,6 +191,23 @@ class Serving:
             return await self.runtime.submit(admission.spec.name, request)
         except ModelUnavailable as exc:
             raise RequestError(503, str(exc), code="model_unavailable") from None
+        except OverflowError:  # msgpack carries 64-bit integers; the wire allows any size
+            raise RequestError(
+                400, "A number in the request is out of range.", code="invalid_parameter"
+            ) from None
+
+    async def unary(self, admission: Admission, request: InferenceRequest, expect: type[E]) -> E:
+        """One request, one result event of type `expect`; an error event is raised."""
+        call = await self.submit(admission, request)
+        try:
+            event = await call.result()
+        finally:
+            call.close()
+        if isinstance(event, Failed):
+            raise from_failed(event)
+        if not isinstance(event, expect):
+            raise out_of_order()
+        return event
 
     def settle_now(
         self,

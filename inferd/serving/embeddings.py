@@ -10,9 +10,9 @@ import numpy as np
 
 from inferd import metrics
 from inferd.billing.pricing import token_cost
-from inferd.requests import Embed, Embedded, Failed
+from inferd.requests import Embed, Embedded
 from inferd.serving.admission import Admission
-from inferd.serving.errors import RequestError, from_failed, out_of_order
+from inferd.serving.errors import RequestError
 
 if TYPE_CHECKING:
     from inferd.serving.core import Serving
@@ -31,15 +31,7 @@ async def run_embeddings(
 ) -> EmbeddingsResult:
     status, tokens, cost = 500, 0, 0.0
     try:
-        call = await serving.submit(admission, request)
-        try:
-            event = await call.result()
-        finally:
-            call.close()
-        if isinstance(event, Failed):
-            raise from_failed(event)
-        if not isinstance(event, Embedded):
-            raise out_of_order()
+        event = await serving.unary(admission, request, Embedded)
         status, tokens = 200, event.tokens
         cost = token_cost(admission.spec.price, tokens, 0)
     except RequestError as exc:

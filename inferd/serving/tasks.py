@@ -8,9 +8,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from inferd.billing.pricing import task_cost
-from inferd.requests import Failed, TaskDone, TaskRequest
+from inferd.requests import TaskDone, TaskRequest
 from inferd.serving.admission import Admission
-from inferd.serving.errors import RequestError, from_failed, out_of_order
+from inferd.serving.errors import RequestError
 
 if TYPE_CHECKING:
     from inferd.serving.core import Serving
@@ -33,15 +33,7 @@ class TaskOutcome:
 async def run_task(serving: Serving, admission: Admission, request: TaskRequest) -> TaskOutcome:
     status, input_tokens, output_tokens, cost = 500, 0, 0, 0.0
     try:
-        call = await serving.submit(admission, request)
-        try:
-            event = await call.result()
-        finally:
-            call.close()
-        if isinstance(event, Failed):
-            raise from_failed(event)
-        if not isinstance(event, TaskDone):
-            raise out_of_order()
+        event = await serving.unary(admission, request, TaskDone)
         usage = event.usage
         input_tokens, output_tokens = usage.input_tokens, usage.output_tokens
         cost = task_cost(admission.spec.price, usage)

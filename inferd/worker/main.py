@@ -36,6 +36,22 @@ RECV_BYTES = 1 << 20
 BAD_REQUEST = Failed(status=500, code="bad_request_frame", message="The request was malformed.")
 
 
+def _encode(message: ToGateway) -> bytes:
+    """A frame; an event that cannot be encoded (an engine bug) fails its call instead of
+    killing the writer thread, which would silence every call of this worker."""
+    try:
+        return encode(message)
+    except (TypeError, NotImplementedError, OverflowError) as exc:
+        if not isinstance(message, Reply):
+            raise
+        failed = Failed(
+            status=500,
+            code="engine_error",
+            message=f"The model's output could not be sent ({type(exc).__name__}).",
+        )
+        return encode(Reply(message.id, failed))
+
+
 class Channel:
     """Reads requests on the caller's thread; a writer thread encodes and sends events,
     coalescing every frame queued since its last write into one sendall, so engine threads
@@ -55,7 +71,7 @@ class Channel:
             frame = self._out.get()
             if frame is None:
                 return
-            frames = [encode(frame)]
+            frames = [_encode(frame)]
             while True:
                 try:
                     more = self._out.get_nowait()
@@ -64,7 +80,7 @@ class Channel:
                 if more is None:
                     self._out.put(None)
                     break
-                frames.append(encode(more))
+                frames.append(_encode(more))
             try:
                 self.sock.sendall(b"".join(frames))
             except OSError:

@@ -49,7 +49,18 @@ class Control(Struct, tag="control", array_like=True):
 ToWorker = Submit | Cancel
 ToGateway = Reply | Control
 
-_encoder = msgspec.msgpack.Encoder()
+def _builtin(value: object) -> object:
+    """numpy scalars and arrays in task outputs (scores, timestamps) as plain values."""
+    import numpy as np
+
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise NotImplementedError(f"cannot encode {type(value).__name__}")
+
+
+_encoder = msgspec.msgpack.Encoder(enc_hook=_builtin)
 _to_worker = msgspec.msgpack.Decoder(_SubmitRaw | Cancel)
 _request = msgspec.msgpack.Decoder(InferenceRequest)
 to_gateway = msgspec.msgpack.Decoder(ToGateway)

@@ -4,6 +4,7 @@ data URLs: the clients (`deepinfra` npm, the AI SDK) decode them, and nothing is
 
 from __future__ import annotations
 
+import asyncio
 import base64
 from typing import Any
 
@@ -11,6 +12,7 @@ from pydantic import BaseModel
 from starlette.requests import Request
 from starlette.responses import Response
 
+from inferd.api.caps import check_audio_seconds, check_caps
 from inferd.api.disconnect import unless_disconnected
 from inferd.api.errors import APIError
 from inferd.api.gateway import Gateway
@@ -18,7 +20,7 @@ from inferd.api.native.task_protocol import TASKS, MediaKind
 from inferd.api.responses import JSONResponse
 from inferd.auth import Principal
 from inferd.catalog import ModelSpec
-from inferd.requests import TASK_TYPES, TaskRequest
+from inferd.requests import TASK_TYPES, TaskRequest, Transcribe
 from inferd.serving import RequestMeta
 from inferd.serving.tasks import TaskOutcome
 
@@ -66,6 +68,9 @@ async def infer_task(
     request_type, media = TASKS[spec.task]
     body = gateway.validate(request_type, data)
     neutral = await task_request(gateway, spec.task, body, media)
+    check_caps(gateway.settings, neutral)
+    if isinstance(neutral, Transcribe):
+        await asyncio.to_thread(check_audio_seconds, gateway.settings, neutral.audio, "audio")
     outcome = await unless_disconnected(
         request, gateway.serving.run_task(principal, spec, neutral, meta)
     )

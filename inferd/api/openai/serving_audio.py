@@ -3,41 +3,21 @@ POST /v1/openai/audio/speech (JSON in, audio bytes out)."""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+import asyncio
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 
+from inferd.api.caps import check_audio_seconds, check_caps
 from inferd.api.disconnect import unless_disconnected
 from inferd.api.errors import APIError
 from inferd.api.gateway import Gateway
+from inferd.api.openai.protocol import SpeechRequest, TranscriptionRequest
 from inferd.api.responses import JSONResponse
 from inferd.requests import Synthesize, Transcribe
 
 SPEECH_FORMATS = {"wav": "audio/wav", "mp3": "audio/mpeg"}
-
-
-class TranscriptionRequest(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
-    model: str
-    file: str | bytes
-    language: str | None = Field(default=None, max_length=16)
-    prompt: str | None = Field(default=None, max_length=4096)
-    response_format: Literal["json", "text", "srt", "verbose_json", "vtt"] = "json"
-    temperature: float = Field(default=0.0, ge=0.0, le=1.0)
-    timestamp_granularities: list[Literal["word", "segment"]] = Field(default_factory=list)
-
-
-class SpeechRequest(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
-    model: str
-    input: str = Field(min_length=1, max_length=4096)
-    voice: str | None = None
-    response_format: str = "mp3"
-    speed: float = Field(default=1.0, ge=0.25, le=4.0)
 
 
 async def create_transcription(gateway: Gateway, request: Request) -> Response:
@@ -56,6 +36,7 @@ async def create_transcription(gateway: Gateway, request: Request) -> Response:
         temperature=body.temperature,
         word_timestamps="word" in body.timestamp_granularities,
     )
+    await asyncio.to_thread(check_audio_seconds, gateway.settings, neutral.audio, "file")
     outcome = await unless_disconnected(request, serving.run_task(principal, spec, neutral, meta))
     out = outcome.output
     fmt = body.response_format
@@ -95,6 +76,7 @@ async def create_speech(gateway: Gateway, request: Request) -> Response:
         format=body.response_format,  # type: ignore[arg-type]  # checked above
         speed=body.speed,
     )
+    check_caps(gateway.settings, neutral, {"text": "input"})
     outcome = await unless_disconnected(
         request, gateway.serving.run_task(principal, body.model, neutral, meta)
     )

@@ -5,33 +5,20 @@ from __future__ import annotations
 import base64
 import re
 import time
-from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
 from starlette.requests import Request
 from starlette.responses import Response
 
+from inferd.api.caps import check_caps
 from inferd.api.disconnect import unless_disconnected
 from inferd.api.errors import APIError
 from inferd.api.gateway import Gateway
 from inferd.api.native.serving_tasks import data_url
+from inferd.api.openai.protocol import ImageGenerationRequest
 from inferd.api.responses import JSONResponse
 from inferd.requests import GenerateImage
 
 _SIZE = re.compile(r"^(\d{2,4})x(\d{2,4})$")
-
-
-class ImageGenerationRequest(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
-    model: str
-    prompt: str = Field(min_length=1, max_length=10_000)
-    n: int = Field(default=1, ge=1, le=4)
-    size: str | None = None
-    response_format: Literal["url", "b64_json"] = "url"
-    negative_prompt: str | None = None  # extensions, as DeepInfra accepts them
-    num_inference_steps: int | None = Field(default=None, ge=1, le=150)
-    seed: int | None = Field(default=None, ge=0, le=2**32 - 1)
 
 
 async def create_image(gateway: Gateway, request: Request) -> Response:
@@ -53,6 +40,7 @@ async def create_image(gateway: Gateway, request: Request) -> Response:
         seed=body.seed,
         num_images=body.n,
     )
+    check_caps(gateway.settings, neutral, {"width": "size", "height": "size"})
     outcome = await unless_disconnected(
         request, gateway.serving.run_task(principal, body.model, neutral, meta)
     )

@@ -14,7 +14,8 @@ from inferd.metrics import REGISTRY
 
 async def healthz(_: Request) -> Response:
     """Liveness: the process answers"""
-    return JSONResponse({"status": "ok"})
+    body: Health = {"status": "ok"}
+    return JSONResponse(body)
 
 
 async def readyz(request: Request) -> Response:
@@ -22,14 +23,12 @@ async def readyz(request: Request) -> Response:
     gateway = request.app.state.gateway
     models = {name: d.ready for name, d in gateway.runtime.deployments.items()}
     ready = all(models.values()) and not gateway.draining
-    return JSONResponse(
-        {
-            "status": "ready" if ready else "not_ready",
-            "draining": gateway.draining,
-            "models": models,
-        },
-        status_code=200 if ready else 503,
-    )
+    body: Readiness = {
+        "status": "ready" if ready else "not_ready",
+        "draining": gateway.draining,
+        "models": models,
+    }
+    return JSONResponse(body, status_code=200 if ready else 503)
 
 
 async def metrics(_: Request) -> Response:

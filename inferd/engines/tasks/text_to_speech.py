@@ -47,8 +47,12 @@ class PiperModel(TaskModel):
         if not 0.25 <= speed <= 4.0:
             raise EngineError("`speed` must be between 0.25 and 4.0.")
         buf = io.BytesIO()
-        with wave.open(buf, "wb") as wav:
-            self.voice.synthesize_wav(text, wav, SynthesisConfig(length_scale=1.0 / speed))
+        try:
+            with wave.open(buf, "wb") as wav:
+                self.voice.synthesize_wav(text, wav, SynthesisConfig(length_scale=1.0 / speed))
+        except wave.Error:
+            # Piper wrote no frames: nothing in the text can be spoken ("...", "?").
+            raise EngineError("`text` holds nothing that can be spoken.") from None
         data = buf.getvalue()
         rate = self.voice.config.sample_rate
         seconds = (len(data) - 44) / 2 / rate
