@@ -49,6 +49,7 @@ class Control(Struct, tag="control", array_like=True):
 ToWorker = Submit | Cancel
 ToGateway = Reply | Control
 
+
 def _builtin(value: object) -> object:
     """numpy scalars and arrays in task outputs (scores, timestamps) as plain values."""
     import numpy as np
