@@ -176,6 +176,26 @@ def server(tmp_path_factory: pytest.TempPathFactory, media_server: MediaServer) 
     srv.stop()
 
 
+NULL_MODEL = "test/null-model"
+NULL_CATALOG = f"""
+[[models]]
+name = "{NULL_MODEL}"
+task = "text-generation"
+engine = "null"
+"""
+
+
+@pytest.fixture(scope="session")
+def null_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """A server whose one model answers at once: for tests of the API surface, not models."""
+    root = tmp_path_factory.mktemp("null")
+    (root / "catalog.toml").write_text(NULL_CATALOG)
+    env = {"INFERD_ADMIN_KEY": ADMIN_KEY, "INFERD_CATALOG": str(root / "catalog.toml")}
+    srv = Server(root, env).start()
+    yield srv
+    srv.stop()
+
+
 @pytest.fixture(scope="session")
 def client(server: Server) -> OpenAI:
     return OpenAI(api_key=ADMIN_KEY, base_url=server.url + "/v1/openai", max_retries=0)

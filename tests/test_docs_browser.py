@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from collections.abc import Iterator
 from urllib.parse import urlsplit
 
 import httpx
 import pytest
 
-from tests.conftest import ADMIN_KEY, Server
-from tests.test_openapi import CATALOG, operations
+from tests.conftest import Server
+from tests.test_openapi import operations
 
 CHROMIUM = "/usr/bin/chromium"
 # Never `playwright install`: the browser is Debian's (the Makefile installs it).
@@ -30,22 +29,12 @@ ARGS = [
 DEEP_LINKED = "inference_v1_inference__model__post"
 
 
-@pytest.fixture(scope="module")
-def docs_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    root = tmp_path_factory.mktemp("docs")
-    (root / "catalog.toml").write_text(CATALOG)
-    env = {"INFERD_ADMIN_KEY": ADMIN_KEY, "INFERD_CATALOG": str(root / "catalog.toml")}
-    server = Server(root, env).start()
-    yield server
-    server.stop()
-
-
-def test_swagger_ui_renders_every_operation_offline(docs_server: Server) -> None:
+def test_swagger_ui_renders_every_operation_offline(null_server: Server) -> None:
     from playwright.sync_api import sync_playwright
 
     if not shutil.which(CHROMIUM):
         pytest.fail("Chromium is missing: `make test` installs Debian's chromium package")
-    document = httpx.get(docs_server.url + "/openapi.json").json()
+    document = httpx.get(null_server.url + "/openapi.json").json()
     expected = sorted(op["operationId"] for _, _, op in operations(document))
     assert DEEP_LINKED in expected
     requested: list[str] = []
@@ -56,7 +45,7 @@ def test_swagger_ui_renders_every_operation_offline(docs_server: Server) -> None
         try:
             page = browser.new_page()
             page.on("request", lambda request: requested.append(request.url))
-            page.goto(f"{docs_server.url}/docs#/default/{DEEP_LINKED}")
+            page.goto(f"{null_server.url}/docs#/default/{DEEP_LINKED}")
             page.wait_for_selector(".opblock", timeout=30_000)
             blocks = page.locator(".opblock")
             # Swagger UI ids its blocks `operations-{tag}-{operationId}`.
@@ -72,6 +61,6 @@ def test_swagger_ui_renders_every_operation_offline(docs_server: Server) -> None
             page.wait_for_load_state("networkidle")
         finally:
             browser.close()
-    assert f"{docs_server.url}/openapi.json" in requested
+    assert f"{null_server.url}/openapi.json" in requested
     hosts = {urlsplit(url).hostname for url in requested if not url.startswith("data:")}
     assert hosts == {"127.0.0.1"}, requested

@@ -17,31 +17,14 @@ from inferd.api.endpoint import ERRORS, FORM, JSON, Endpoint, Reply
 from inferd.api.native.task_protocol import TASK_RESPONSES, TASKS
 from inferd.api.openai.protocol import ChatCompletionRequest
 from inferd.api.openapi import build_openapi
-from tests.conftest import ADMIN_KEY, Server
+from tests.conftest import ADMIN_KEY, NULL_MODEL, Server
 
-NULL_MODEL = "test/null-model"
-CATALOG = f"""
-[[models]]
-name = "{NULL_MODEL}"
-task = "text-generation"
-engine = "null"
-"""
 METHODS = ("get", "post", "put", "patch", "delete")
 
 
 @pytest.fixture(scope="module")
-def contract_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    root = tmp_path_factory.mktemp("openapi")
-    (root / "catalog.toml").write_text(CATALOG)
-    env = {"INFERD_ADMIN_KEY": ADMIN_KEY, "INFERD_CATALOG": str(root / "catalog.toml")}
-    server = Server(root, env).start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def document(contract_server: Server) -> dict[str, Any]:
-    r = httpx.get(contract_server.url + "/openapi.json")
+def document(null_server: Server) -> dict[str, Any]:
+    r = httpx.get(null_server.url + "/openapi.json")
     assert r.status_code == 200 and r.headers["content-type"] == "application/json"
     return r.json()
 
@@ -239,11 +222,9 @@ def response_schema(document: dict[str, Any], path: str, method: str, status: in
     return resolve(document, response["content"][JSON]["schema"])
 
 
-def test_live_responses_match_the_document(
-    document: dict[str, Any], contract_server: Server
-) -> None:
+def test_live_responses_match_the_document(document: dict[str, Any], null_server: Server) -> None:
     auth = {"Authorization": f"Bearer {ADMIN_KEY}"}
-    with httpx.Client(base_url=contract_server.url, headers=auth, timeout=30) as http:
+    with httpx.Client(base_url=null_server.url, headers=auth, timeout=30) as http:
         cases = [
             ("/healthz", "get", http.get("/healthz")),
             ("/readyz", "get", http.get("/readyz")),
@@ -279,7 +260,7 @@ def test_live_responses_match_the_document(
                 "post",
                 http.post("/v1/openai/chat/completions", json={"model": NULL_MODEL}),
             ),
-            ("/v1/openai/models", "get", httpx.get(contract_server.url + "/v1/openai/models")),
+            ("/v1/openai/models", "get", httpx.get(null_server.url + "/v1/openai/models")),
         ]
         for path, method, r in cases:
             assert r.headers["content-type"].startswith(JSON), (path, r.status_code)
@@ -287,17 +268,17 @@ def test_live_responses_match_the_document(
             validator.validate(r.json())
 
 
-def test_openapi_json_is_built_once(contract_server: Server) -> None:
-    first = httpx.get(contract_server.url + "/openapi.json").content
-    assert httpx.get(contract_server.url + "/openapi.json").content == first
+def test_openapi_json_is_built_once(null_server: Server) -> None:
+    first = httpx.get(null_server.url + "/openapi.json").content
+    assert httpx.get(null_server.url + "/openapi.json").content == first
 
 
-def test_docs_page_is_offline(contract_server: Server) -> None:
-    page = httpx.get(contract_server.url + "/docs")
+def test_docs_page_is_offline(null_server: Server) -> None:
+    page = httpx.get(null_server.url + "/docs")
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
     assert "deepLinking: true" in page.text
     assert not re.search(r"(src|href)=\"(https?:)?//", page.text)  # nothing from a CDN
     for asset in re.findall(r"(?:src|href)=\"([^\"]+)\"", page.text):
-        r = httpx.get(contract_server.url + asset)
+        r = httpx.get(null_server.url + asset)
         assert r.status_code == 200 and r.content, asset
-    assert httpx.get(contract_server.url + "/docs/static/swagger-editor.js").status_code == 404
+    assert httpx.get(null_server.url + "/docs/static/swagger-editor.js").status_code == 404
