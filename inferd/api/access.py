@@ -1,10 +1,13 @@
-"""ASGI middleware: one metadata-only access log line and the request metrics per request,
-written when the last byte is sent (so streams are measured to their end)."""
+"""One metadata-only access log line and the request metrics per request, written when the
+last byte is sent (so streams are measured to their end)."""
 
 from __future__ import annotations
 
 import logging
 import time
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from inferd import metrics
 from inferd.serving import RequestMeta
@@ -15,58 +18,65 @@ SKIP_LOG = frozenset({"/healthz", "/readyz", "/metrics"})
 _NO_META = RequestMeta()  # routes that serve no model
 
 
-class AccessLogMiddleware:
-    def __init__(self, app) -> None:
-        self.app = app
+class _Exchange:
+    """One request's response as it is sent: its status, and the log line once it ends."""
 
-    async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
+    __slots__ = ("done", "scope", "send_raw", "started", "status")
+
+    def __init__(self, scope: Scope, send: Send) -> None:
+        self.scope = scope
+        self.send_raw = send
+        self.started = time.perf_counter()
+        self.status = 500
+        self.done = False
+
+    async def send(self, message: Message) -> None:
+        kind = message["type"]
+        if kind == "http.response.start":
+            self.status = message["status"]
+        await self.send_raw(message)
+        if kind == "http.response.body" and not message.get("more_body", False):
+            self.finish()
+
+    def finish(self) -> None:
+        if self.done:
             return
-        started = time.perf_counter()
-        state = scope.setdefault("state", {})
-        status_holder = [500]
-        logged = [False]
+        self.done = True
+        duration = time.perf_counter() - self.started
+        scope = self.scope
+        meta: RequestMeta = scope["state"].get("meta") or _NO_META
+        route = meta.route
+        model = meta.model or ""
+        metrics.request_counter(route, model, str(self.status)).inc()
+        metrics.latency_histogram(route).observe(duration)
+        if scope["path"] in SKIP_LOG or not log.isEnabledFor(logging.INFO):
+            return
+        log.info("request", extra=_fields(scope, self.status, duration, meta))
 
-        def finish() -> None:
-            if logged[0]:
-                return
-            logged[0] = True
-            duration = time.perf_counter() - started
-            meta: RequestMeta = state.get("meta") or _NO_META
-            route = meta.route
-            model = meta.model or ""
-            status = status_holder[0]
-            metrics.request_counter(route, model, str(status)).inc()
-            metrics.latency_histogram(route).observe(duration)
-            if scope["path"] in SKIP_LOG or not log.isEnabledFor(logging.INFO):
-                return
-            log.info(
-                "request",
-                extra={
-                    "method": scope["method"],
-                    "path": scope["path"],
-                    "status": status,
-                    "duration_ms": round(duration * 1000, 2),
-                    "route": route,
-                    "model": model or None,
-                    "account": meta.account,
-                    "request_id": meta.request_id,
-                    "prompt_tokens": meta.prompt_tokens,
-                    "completion_tokens": meta.completion_tokens,
-                    "cost": meta.cost,
-                    "finish_reason": meta.finish_reason,
-                },
-            )
 
-        async def send_wrapper(message) -> None:
-            if message["type"] == "http.response.start":
-                status_holder[0] = message["status"]
-            await send(message)
-            if message["type"] == "http.response.body" and not message.get("more_body", False):
-                finish()
+def _fields(scope: Scope, status: int, duration: float, meta: RequestMeta) -> dict[str, Any]:
+    return {
+        "method": scope["method"],
+        "path": scope["path"],
+        "status": status,
+        "duration_ms": round(duration * 1000, 2),
+        "route": meta.route,
+        "model": meta.model or None,
+        "account": meta.account,
+        "request_id": meta.request_id,
+        "prompt_tokens": meta.prompt_tokens,
+        "completion_tokens": meta.completion_tokens,
+        "cost": meta.cost,
+        "finish_reason": meta.finish_reason,
+    }
 
-        try:
-            await self.app(scope, receive, send_wrapper)
-        finally:
-            finish()
+
+async def access_logged(app: ASGIApp, scope: Scope, receive: Receive, send: Send) -> None:
+    """Run `app` for one HTTP request; routes put their `RequestMeta` in scope["state"]."""
+    if "state" not in scope:
+        scope["state"] = {}
+    exchange = _Exchange(scope, send)
+    try:
+        await app(scope, receive, exchange.send)
+    finally:
+        exchange.finish()

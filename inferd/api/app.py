@@ -3,19 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 from contextlib import asynccontextmanager
 
 import redis.asyncio as aioredis
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 
-from inferd.api.access import AccessLogMiddleware
+from inferd.api.dispatch import Dispatcher, render_exception
 from inferd.api.docs.api_router import routes as docs_routes
-from inferd.api.errors import error_response
 from inferd.api.gateway import Gateway
 from inferd.api.native.api_router import routes as native_routes
 from inferd.api.openai.api_router import routes as openai_routes
@@ -36,12 +33,10 @@ from inferd.runtime.local import LocalBackend
 from inferd.serving import RequestError, Serving
 from inferd.store.db import Database
 
-log = logging.getLogger("inferd.app")
-
 
 def create_app(
     settings: Settings, catalog: Catalog | None = None, backend: ReplicaBackend | None = None
-) -> Starlette:
+) -> Dispatcher:
     catalog = catalog or Catalog.load(settings.catalog)
     backend = backend or LocalBackend(
         settings.worker_restart_backoff_s, {"INFERD_MODEL_CACHE": str(settings.model_cache)}
@@ -95,32 +90,17 @@ def create_app(
                 await redis.aclose()
             db.close()
 
-    async def request_error(_: Request, exc: Exception) -> Response:
-        assert isinstance(exc, RequestError)
-        return error_response(exc)
+    async def handle(request: Request, exc: Exception) -> Response:
+        return render_exception(exc, request.url.path)
 
-    async def auth_error(_: Request, exc: Exception) -> Response:
-        status = getattr(exc, "status", 401)
-        return error_response(RequestError(status, str(exc), code="invalid_api_key"))
-
-    async def http_error(_: Request, exc: Exception) -> Response:
-        assert isinstance(exc, HTTPException)
-        messages = {404: "No such endpoint.", 405: "Method not allowed on this endpoint."}
-        message = messages.get(exc.status_code, str(exc.detail))
-        return error_response(RequestError(exc.status_code, message))
-
-    async def unexpected(request: Request, exc: Exception) -> Response:
-        log.error("unhandled error", extra={"path": request.url.path, "error": type(exc).__name__})
-        return error_response(RequestError(500, "Internal error.", code="internal_error"))
-
-    return Starlette(
+    starlette = Starlette(
         routes=[*openai_routes, *native_routes, *tenancy_routes, *ops_routes, *docs_routes],
-        middleware=[Middleware(AccessLogMiddleware)],
         lifespan=lifespan,
         exception_handlers={
-            RequestError: request_error,
-            AuthError: auth_error,
-            HTTPException: http_error,
-            Exception: unexpected,
+            RequestError: handle,
+            AuthError: handle,
+            HTTPException: handle,
+            Exception: handle,
         },
     )
+    return Dispatcher(starlette)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+from inferd import metrics
 from inferd.catalog.spec import ModelSpec
 from inferd.requests import InferenceRequest, ModelInfo
 from inferd.runtime.backend import Replica, ReplicaBackend
@@ -16,6 +17,11 @@ class Deployment:
         self.replicas: list[Replica] = [
             backend.create_replica(spec, i) for i in range(spec.replicas)
         ]
+        # Read when metrics are scraped: nothing to count per request.
+        metrics.IN_FLIGHT.labels(spec.name).set_function(self.in_flight)
+
+    def in_flight(self) -> int:
+        return sum(r.in_flight for r in self.replicas)
 
     @property
     def ready(self) -> bool:
@@ -52,5 +58,8 @@ class Deployment:
         return replica.submit(request)
 
     def _pick(self) -> Replica | None:
+        if len(self.replicas) == 1:
+            replica = self.replicas[0]
+            return replica if replica.ready else None
         ready = [r for r in self.replicas if r.ready]
         return min(ready, key=lambda r: r.in_flight) if ready else None

@@ -59,7 +59,6 @@ class LocalReplica(Replica):
         self._pending: dict[str, Call] = {}
         self._ids = itertools.count(1)
         self._outbox: list[bytes] = []
-        self._queue_depth = metrics.IN_FLIGHT.labels(spec.name)
         self._ready = asyncio.Event()
         self._stopping = False
         self._supervisor: asyncio.Task[None] | None = None
@@ -88,7 +87,6 @@ class LocalReplica(Replica):
         frame = encode(Submit(call.id, request))  # may raise (OverflowError): nothing to undo
         self._pending[call.id] = call
         self._send(frame)
-        self._queue_depth.inc()
         return call
 
     def _send(self, frame: bytes) -> None:
@@ -104,7 +102,6 @@ class LocalReplica(Replica):
 
     def _cancel(self, call: Call) -> None:
         if self._pending.pop(call.id, None) is not None:
-            self._queue_depth.dec()
             self._send(encode(Cancel(call.id)))
 
     async def stop(self) -> None:
@@ -183,7 +180,6 @@ class LocalReplica(Replica):
         event = message.event
         if isinstance(event, TERMINAL):
             del self._pending[message.id]
-            self._queue_depth.dec()
         call.deliver(event)
 
     def _control(self, event: ControlEvent) -> None:
@@ -201,7 +197,6 @@ class LocalReplica(Replica):
     def _fail_pending(self) -> None:
         pending, self._pending = self._pending, {}
         for call in pending.values():
-            self._queue_depth.dec()
             call.deliver(WORKER_LOST)
 
 

@@ -1,8 +1,8 @@
 """Worker process entry: `python -m inferd.worker.main --fd N --spec JSON`.
 
-The runtime passes one end of a socketpair as fd N. A reader thread takes requests off the
-socket and hands them to the engine; engine threads write events back under a lock. When the
-socket closes (the gateway went away) the worker exits.
+The runtime passes one end of a socketpair as fd N. The main thread takes requests off the
+socket and hands them to the engine; events go back through `Channel`. When the socket closes
+(the gateway went away) the worker exits.
 """
 
 from __future__ import annotations
@@ -53,18 +53,32 @@ def _encode(message: ToGateway) -> bytes:
 
 
 class Channel:
-    """Reads requests on the caller's thread; a writer thread encodes and sends events,
-    coalescing every frame queued since its last write into one sendall, so engine threads
-    never block on I/O."""
+    """Reads requests on the serving thread; events go back in as few writes as possible.
+
+    Events an engine emits while the serving thread handles a read (synchronous engines:
+    the null model, VADER, a refusal) are written by that thread at the end of the read, with
+    no thread switch: on a VM a wake-up of the writer thread costs more than the work. Events
+    from engine threads go through a writer thread, which coalesces every frame queued since
+    its last write into one sendall, so engine threads never block on I/O. The writer waits
+    for the serving thread's batch to leave first; a call's inline events are always its first
+    (emitted in `submit`), so every call's events stay in order.
+    """
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
         self._out: queue.SimpleQueue[ToGateway | None] = queue.SimpleQueue()
+        self._send_lock = threading.Lock()
+        self._serving_thread = threading.get_ident()
+        self._inline: list[bytes] | None = None  # the serving thread's batch, while it runs
         self._writer = threading.Thread(target=self._write_loop, name="channel-writer", daemon=True)
         self._writer.start()
 
     def send(self, message: ToGateway) -> None:
-        self._out.put(message)
+        inline = self._inline
+        if inline is not None and threading.get_ident() == self._serving_thread:
+            inline.append(_encode(message))
+        else:
+            self._out.put(message)
 
     def _write_loop(self) -> None:
         while True:
@@ -81,33 +95,52 @@ class Channel:
                     self._out.put(None)
                     break
                 frames.append(_encode(more))
-            try:
-                self.sock.sendall(b"".join(frames))
-            except OSError:
-                os._exit(0)  # the gateway is gone; nobody is left to answer
+            with self._send_lock:
+                self._sendall(frames)
+
+    def _sendall(self, frames: list[bytes]) -> None:
+        try:
+            self.sock.sendall(b"".join(frames))
+        except OSError:
+            os._exit(0)  # the gateway is gone; nobody is left to answer
 
     def close(self) -> None:
         """Send what is queued, then stop the writer."""
         self._out.put(None)
         self._writer.join(timeout=5)
 
-    def messages(self) -> Iterator[ToWorker]:
-        """Requests until the gateway closes the socket (or sends garbage)."""
+    def batches(self) -> Iterator[list[ToWorker]]:
+        """The requests of each read, until the gateway closes the socket (or sends
+        garbage). While the caller handles a batch, its inline events are held; they leave
+        in one write when it asks for the next batch."""
         frames = FrameBuffer()
+        # One reused buffer: `recv(1 MiB)` would map, shrink and unmap a fresh 1 MiB object
+        # on every read (three syscalls and page faults per request on a quiet server).
+        buffer = bytearray(RECV_BYTES)
+        view = memoryview(buffer)
         while True:
-            data = self.sock.recv(RECV_BYTES)
-            if not data:
+            n = self.sock.recv_into(buffer)
+            if not n:
                 return
             try:
-                bodies = frames.feed(data)
+                bodies = frames.feed(view[:n])
             except FrameTooLarge:
                 return
+            batch: list[ToWorker] = []
             for body in bodies:
                 try:
-                    yield decode_to_worker(body)
+                    batch.append(decode_to_worker(body))
                 except BadRequest as exc:
                     # A gateway bug, never user input verbatim: fail this call only.
                     self.send(Reply(exc.call_id, BAD_REQUEST))
+            with self._send_lock:
+                self._inline = []
+                try:
+                    yield batch
+                finally:
+                    inline, self._inline = self._inline, None
+                    if inline:
+                        self._sendall(inline)
 
 
 def serve(fd: int, spec: ModelSpec) -> None:
@@ -123,11 +156,12 @@ def serve(fd: int, spec: ModelSpec) -> None:
         channel.close()
         raise
     channel.send(Control(Ready(info=engine.info(), pid=os.getpid())))
-    for message in channel.messages():
-        if isinstance(message, Submit):
-            engine.submit(message.id, message.request)
-        elif isinstance(message, Cancel):
-            engine.cancel(message.id)
+    for batch in channel.batches():
+        for message in batch:
+            if isinstance(message, Submit):
+                engine.submit(message.id, message.request)
+            elif isinstance(message, Cancel):
+                engine.cancel(message.id)
     engine.close()
     channel.close()
 

@@ -102,7 +102,7 @@ class FrameBuffer:
     def __init__(self) -> None:
         self._buffer = bytearray()
 
-    def feed(self, data: bytes) -> list[bytes]:
+    def feed(self, data: bytes | memoryview) -> list[bytes]:
         buffer = self._buffer
         buffer += data
         bodies = []
