@@ -16,6 +16,21 @@ from pydantic import BaseModel, ConfigDict, Field
 ENV_PREFIX = "INFERD_"
 
 
+class PoolConfig(BaseModel):
+    """An accelerator pool the operator declares (`TYPE-MEMGB`, e.g. `A100-80GB`).
+
+    `emulated = true` runs the pool's instances on the CPU: for testing the control plane
+    (quota, billing, placement) on a machine without that hardware; never a default.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=r"^[A-Za-z0-9]+-[0-9]+GB$")
+    count: int = Field(ge=0)
+    usd_per_hour: float = Field(ge=0)
+    emulated: bool = False
+
+
 class Settings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -71,6 +86,27 @@ class Settings(BaseModel):
     model_ready_timeout_s: float = 300.0
     worker_restart_backoff_s: float = 0.5
     auth_cache_ttl_s: float = 2.0
+    # Deployments (control/): accelerator pools, quota, weights from a Hugging Face hub.
+    hf_endpoint: str | None = Field(
+        default=None, description="Hugging Face hub URL for deployments (HF_ENDPOINT if unset)."
+    )
+    gpu_quota: int = Field(
+        default=4, description="GPUs an account's deployments may hold (max_instances x num_gpus)."
+    )
+    cpu_pool: bool = Field(
+        default=True, description="Offer this machine's CPU as a pool (`CPU-<memory>GB`)."
+    )
+    cpu_pool_slots: int = Field(default=4, ge=0, description="Instances the CPU pool can run.")
+    cpu_pool_usd_per_hour: float = Field(default=0.10, ge=0, description="CPU pool price.")
+    pools: list[PoolConfig] = Field(
+        default_factory=list, description="Accelerator pools declared by the operator."
+    )
+    reconcile_interval_s: float = Field(
+        default=1.0, gt=0, description="How often the control plane converges deployments."
+    )
+    uptime_flush_s: float = Field(
+        default=60.0, gt=0, description="How often deployments' uptime is written as usage."
+    )
 
     @property
     def sqlalchemy_url(self) -> str:

@@ -30,6 +30,10 @@ METADATA_FIELDS = (
     "error",
     "host",
     "port",
+    "deploy_id",
+    "to_status",
+    "reason",
+    "instances",
 )
 
 
@@ -64,3 +68,6 @@ def configure_logging(level: str = "INFO") -> None:
         logger.propagate = True
     logging.getLogger("uvicorn.access").disabled = True  # replaced by inferd.access
     logging.getLogger("alembic").setLevel(logging.WARNING)  # per-plugin start-up chatter
+    # One line per Hub request (huggingface_hub's client): URLs, noise in a server log.
+    for name in ("httpx", "httpx2", "huggingface_hub"):
+        logging.getLogger(name).setLevel(logging.WARNING)

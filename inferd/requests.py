@@ -85,6 +85,7 @@ class Generate(Struct, tag="generate", omit_defaults=True, kw_only=True):
     tools: list[dict[str, Any]] | None = None  # function specs (JSON schema), as templates take
     tool_prompt: str | None = None  # tool instructions for templates that know no tools
     images: list[bytes] = field(default_factory=list)
+    adapter: str | None = None  # a LoRA adapter loaded on the worker, by name; None: the base
 
 
 # -- embeddings -------------------------------------------------------------------------------
@@ -193,6 +194,24 @@ def task_of(request: InferenceRequest) -> str:
     return request.__struct_config__.tag  # type: ignore[return-value]
 
 
+# -- adapters (gateway → worker control) ------------------------------------------------------
+
+
+class LoadAdapter(Struct, tag="load_adapter", kw_only=True):
+    """Add a LoRA adapter to a running model, without restarting it; `path` is a GGUF LoRA
+    file on the worker's machine. Loading a name again replaces that adapter."""
+
+    name: str
+    path: str
+
+
+class UnloadAdapter(Struct, tag="unload_adapter", kw_only=True):
+    name: str
+
+
+AdapterCommand = LoadAdapter | UnloadAdapter
+
+
 # -- events (worker → gateway) ----------------------------------------------------------------
 
 
@@ -279,6 +298,14 @@ class TaskDone(Struct, tag="task_done", kw_only=True):
     usage: Usage = field(default_factory=Usage)
 
 
+class AdapterLoaded(Struct, tag="adapter_loaded", kw_only=True):
+    name: str
+
+
+class AdapterUnloaded(Struct, tag="adapter_unloaded", kw_only=True):
+    name: str
+
+
 class Failed(Struct, tag="error", kw_only=True):
     """The request failed; the message never quotes request content."""
 
@@ -287,8 +314,18 @@ class Failed(Struct, tag="error", kw_only=True):
     message: str
 
 
-Event = Started | Tokens | PromptScores | Finished | Embedded | TaskDone | Failed
-TERMINAL = (Finished, Embedded, TaskDone, Failed)
+Event = (
+    Started
+    | Tokens
+    | PromptScores
+    | Finished
+    | Embedded
+    | TaskDone
+    | AdapterLoaded
+    | AdapterUnloaded
+    | Failed
+)
+TERMINAL = (Finished, Embedded, TaskDone, AdapterLoaded, AdapterUnloaded, Failed)
 ControlEvent = Ready | Fatal
 
 

@@ -78,7 +78,8 @@ def postgres(*statements: str) -> None:
 
 
 def reset_postgres() -> None:
-    postgres("DROP TABLE IF EXISTS usage, api_keys, accounts, alembic_version CASCADE")
+    """Every table gone (whatever later migrations added): the next server migrates afresh."""
+    postgres("DROP SCHEMA public CASCADE", "CREATE SCHEMA public")
 
 
 def mode_env(mode: str) -> dict[str, str]:

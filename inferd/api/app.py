@@ -11,6 +11,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
+from inferd.api.deploy.api_router import routes as deploy_routes
 from inferd.api.dispatch import Dispatcher, render_exception
 from inferd.api.docs.api_router import routes as docs_routes
 from inferd.api.gateway import Gateway
@@ -25,6 +26,7 @@ from inferd.billing.budget import Budget, InProcessBudget, RedisBudget
 from inferd.billing.ledger import UsageLedger
 from inferd.catalog import Catalog
 from inferd.config import Settings
+from inferd.control.plane import ControlPlane
 from inferd.limits import ConcurrencyLimiter, InProcessLimiter
 from inferd.limits.redis_concurrency import RedisLimiter
 from inferd.runtime import Runtime
@@ -68,19 +70,22 @@ def create_app(
         revocations = Revocations(auth, redis, settings.redis_prefix)
         runtime = Runtime(catalog, backend, settings.model_ready_timeout_s)
         serving = Serving(settings, catalog, runtime, limiter, budget, ledger)
-        gateway = Gateway(settings, serving, auth)
+        control = ControlPlane(settings, db, vault, runtime, catalog, ledger)
+        gateway = Gateway(settings, serving, auth, control)
         app.state.gateway = gateway
         app.state.revocations = revocations
         await limiter.start()
         await ledger.start()
         await revocations.start()
         await runtime.start()
+        await control.start()
         try:
             yield
         finally:
             # uvicorn has stopped accepting and drained connections (timeout_graceful_shutdown)
             # before lifespan shutdown runs; refuse anything still arriving, then stop workers.
             serving.draining = True
+            await control.close()
             await runtime.stop()
             await gateway.media.aclose()
             await revocations.close()
@@ -94,7 +99,14 @@ def create_app(
         return render_exception(exc, request.url.path)
 
     starlette = Starlette(
-        routes=[*openai_routes, *native_routes, *tenancy_routes, *ops_routes, *docs_routes],
+        routes=[
+            *openai_routes,
+            *native_routes,
+            *tenancy_routes,
+            *deploy_routes,
+            *ops_routes,
+            *docs_routes,
+        ],
         lifespan=lifespan,
         exception_handlers={
             RequestError: handle,

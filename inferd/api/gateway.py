@@ -20,6 +20,7 @@ from inferd.auth import Authenticator, AuthError, Principal
 from inferd.billing.ledger import UsageLedger
 from inferd.catalog import Catalog
 from inferd.config import Settings
+from inferd.control.plane import ControlPlane
 from inferd.runtime import Runtime
 from inferd.serving import RequestMeta, Serving
 
@@ -27,10 +28,17 @@ M = TypeVar("M", bound=BaseModel)
 
 
 class Gateway:
-    def __init__(self, settings: Settings, serving: Serving, authenticator: Authenticator) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        serving: Serving,
+        authenticator: Authenticator,
+        control: ControlPlane | None = None,
+    ) -> None:
         self.settings = settings
         self.serving = serving
         self.auth = authenticator
+        self.control = control
         self.media = MediaInputs(settings)
 
     @property

@@ -14,6 +14,7 @@ def model_card(gateway: Gateway, spec: ModelSpec) -> dict[str, Any]:
     serving = gateway.serving
     info = serving.info(spec)
     price = spec.price.model_dump()
+    deployment = gateway.runtime.deployments.get(spec.key)
     card: dict[str, Any] = {
         "model_name": spec.name,
         "task": spec.task,
@@ -26,10 +27,13 @@ def model_card(gateway: Gateway, spec: ModelSpec) -> dict[str, Any]:
         else None,
         "pricing": {k: v for k, v in price.items() if v},
         "replicas": spec.replicas,
-        "ready": gateway.runtime.deployments[spec.name].ready,
+        "ready": deployment is not None and deployment.ready,
     }
     if info is not None and info.dimensions is not None:
         card["dimensions"] = info.dimensions
+    if spec.deploy_id is not None:
+        card["deploy_id"] = spec.deploy_id
+        card["version"] = spec.version
     return card
 
 
@@ -38,6 +42,6 @@ def openai_model(gateway: Gateway, spec: ModelSpec) -> dict[str, Any]:
         "id": spec.name,
         "object": "model",
         "created": CREATED,
-        "owned_by": "inferd",
+        "owned_by": spec.name.split("/", 1)[0] if spec.deploy_id else "inferd",
         "metadata": model_card(gateway, spec),
     }

@@ -22,6 +22,8 @@ from inferd.store.models import Usage
 
 log = logging.getLogger("inferd.ledger")
 
+UPTIME_ROUTE = "deployment_uptime"  # rows billing a deployed version's instance uptime
+
 
 @dataclass(slots=True)
 class UsageRecord:
@@ -154,6 +156,8 @@ class UsageLedger:
                     Usage.completion_tokens,
                     Usage.cost,
                     Usage.status,
+                    Usage.route,
+                    Usage.duration_ms,
                 )
             ):
                 day = row.started_at.date().isoformat()
@@ -167,13 +171,17 @@ class UsageLedger:
                         "prompt_tokens": 0,
                         "completion_tokens": 0,
                         "cost": 0.0,
+                        "uptime_seconds": 0.0,
                     },
                 )
+                g["cost"] += row.cost
+                if row.route == UPTIME_ROUTE:  # a dedicated deployment's instance-seconds
+                    g["uptime_seconds"] += row.duration_ms / 1000
+                    continue
                 g["requests"] += 1
                 g["errors"] += int(row.status >= 400)
                 g["prompt_tokens"] += row.prompt_tokens
                 g["completion_tokens"] += row.completion_tokens
-                g["cost"] += row.cost
         return [groups[k] for k in sorted(groups)]
 
 

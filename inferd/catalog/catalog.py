@@ -1,8 +1,15 @@
-"""Loads the catalog file and resolves the model string a client sends to a spec."""
+"""Loads the catalog file and resolves the model string a client sends to a spec.
+
+Built-in models come from the catalog file. Versions accounts deployed at run time are
+published here by the control plane (`publish`, a whole snapshot swapped at once); they are
+private to their account: to everyone else they do not exist.
+"""
 
 from __future__ import annotations
 
 import tomllib
+from collections.abc import Iterable
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
@@ -17,6 +24,19 @@ class ModelNotFound(LookupError):
         self.model = model
 
 
+DEPLOY_ID_PREFIX = "deploy_id:"
+
+
+@dataclass(frozen=True, slots=True)
+class DeployedVersion:
+    """A version an account deployed, as the control plane last saw it."""
+
+    spec: ModelSpec  # name: the deployment's full name; deploy_id, account_id, version set
+    status: str  # initializing, downloading, deploying, running, stopped, failed
+    fail_reason: str | None = None
+    cold_start_s: float = 120.0  # how long a request waits for an instance to start
+
+
 class Catalog:
     def __init__(self, specs: list[ModelSpec]) -> None:
         names = [s.name for s in specs]
@@ -24,6 +44,31 @@ class Catalog:
         if duplicates:
             raise ValueError(f"catalog declares models twice: {sorted(duplicates)}")
         self._specs = {s.name: s for s in specs}
+        self._deployed: dict[str, DeployedVersion] = {}
+        self._versions: dict[str, list[DeployedVersion]] = {}  # full name → by version
+
+    def publish(self, versions: Iterable[DeployedVersion]) -> None:
+        """Replace the deployed versions (not deleted ones) with a new snapshot."""
+        deployed = {v.spec.key: v for v in versions}
+        by_name: dict[str, list[DeployedVersion]] = {}
+        for version in sorted(deployed.values(), key=lambda v: v.spec.version or 0):
+            by_name.setdefault(version.spec.name, []).append(version)
+        self._deployed, self._versions = deployed, by_name
+
+    def deployed(self, deploy_id: str) -> DeployedVersion | None:
+        return self._deployed.get(deploy_id)
+
+    def deployed_versions(self) -> list[DeployedVersion]:
+        return list(self._deployed.values())
+
+    def visible(self, account_id: str | None) -> list[ModelSpec]:
+        """The built-in models and the account's own deployments (newest version each)."""
+        own = [
+            self._serving_version(versions).spec
+            for versions in self._versions.values()
+            if versions[0].spec.account_id == account_id
+        ]
+        return [*self._specs.values(), *own]
 
     @classmethod
     def from_toml(cls, text: str) -> Catalog:
@@ -38,18 +83,42 @@ class Catalog:
             text = Path(path).read_text()
         return cls.from_toml(text)
 
-    def find(self, model: str) -> ModelSpec | None:
-        """`name`, or `name:version` (one version per model is served today)."""
+    def find(self, model: str, account_id: str | None = None) -> ModelSpec | None:
+        """`name`, `name:version` or `deploy_id:ID`. A built-in model has one version; a
+        deployment's bare name is its newest running version (else its newest). Deployments
+        are found only for their own account."""
         spec = self._specs.get(model)
-        if spec is None and ":" in model:
-            spec = self._specs.get(model.rsplit(":", 1)[0])
-        return spec
+        if spec is not None:
+            return spec
+        if model.startswith(DEPLOY_ID_PREFIX):
+            found = self._deployed.get(model[len(DEPLOY_ID_PREFIX) :])
+            return found.spec if found and found.spec.account_id == account_id else None
+        versions = self._versions.get(model)
+        if versions is not None:
+            if versions[0].spec.account_id != account_id:
+                return None
+            return self._serving_version(versions).spec
+        name, colon, version = model.rpartition(":")
+        if not colon:
+            return None
+        spec = self._specs.get(name)
+        if spec is not None:
+            return spec
+        for candidate in self._versions.get(name, ()):
+            if str(candidate.spec.version) == version:
+                return candidate.spec if candidate.spec.account_id == account_id else None
+        return None
 
-    def resolve(self, model: str) -> ModelSpec:
-        spec = self.find(model)
+    def resolve(self, model: str, account_id: str | None = None) -> ModelSpec:
+        spec = self.find(model, account_id)
         if spec is None:
             raise ModelNotFound(model)
         return spec
+
+    @staticmethod
+    def _serving_version(versions: list[DeployedVersion]) -> DeployedVersion:
+        running = [v for v in versions if v.status == "running"]
+        return (running or versions)[-1]
 
     def __iter__(self):
         return iter(self._specs.values())

@@ -72,6 +72,16 @@ class ModelSpec(BaseModel):
     tags: list[str] = Field(default_factory=list)
     description: str = ""
     options: dict[str, Any] = Field(default_factory=dict, description="Engine-specific settings.")
+    # Set on a version an account deployed (control/): its id, and whose it is. The runtime
+    # runs each version on its own replicas, keyed by `key`.
+    deploy_id: str | None = None
+    account_id: str | None = None
+    version: int | None = None
+
+    @property
+    def key(self) -> str:
+        """The runtime's name for this model's replicas: one per deployed version."""
+        return self.deploy_id or self.name
 
     @model_validator(mode="after")
     def _weights_required(self) -> ModelSpec:

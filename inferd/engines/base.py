@@ -22,6 +22,10 @@ class EngineError(Exception):
         self.code = code
 
 
+def adapters_unsupported() -> EngineError:
+    return EngineError("This model does not take adapters.", code="adapters_unsupported")
+
+
 class Engine(ABC, Generic[R]):
     """Receives requests, runs them (usually on its own threads) and emits their events."""
 
@@ -41,6 +45,15 @@ class Engine(ABC, Generic[R]):
 
     def close(self) -> None:
         """Release model resources."""
+
+    def load_adapter(self, request_id: str, name: str, path: str) -> None:
+        """Add a LoRA adapter (a file on this machine) under `name`, without reloading the
+        model; answers `AdapterLoaded` or `Failed` under `request_id`."""
+        self.fail(request_id, adapters_unsupported())
+
+    def unload_adapter(self, request_id: str, name: str) -> None:
+        """Remove an adapter; answers `AdapterUnloaded` or `Failed` under `request_id`."""
+        self.fail(request_id, adapters_unsupported())
 
     def fail(self, request_id: str, exc: BaseException) -> None:
         if isinstance(exc, EngineError):

@@ -1,7 +1,9 @@
 """Replicas as local worker processes, connected by a socketpair.
 
 A worker that dies (crash, OOM kill, SIGKILL) closes its socket; the reader sees EOF at once,
-fails every in-flight call with a 503 error event and starts a new process.
+fails every in-flight call with a 503 error event and starts a new process. LoRA adapters
+loaded at run time are remembered here and sent to each new process as soon as it is ready,
+ahead of any request that could name them.
 """
 
 from __future__ import annotations
@@ -13,16 +15,30 @@ import logging
 import os
 import socket
 import sys
+import time
 from collections.abc import Callable
 
 import msgspec
 
 from inferd import metrics
 from inferd.catalog.spec import ModelSpec
-from inferd.requests import TERMINAL, ControlEvent, InferenceRequest, ModelInfo, Ready
-from inferd.runtime.backend import Replica, ReplicaBackend
+from inferd.requests import (
+    TERMINAL,
+    AdapterCommand,
+    AdapterLoaded,
+    AdapterUnloaded,
+    ControlEvent,
+    Failed,
+    InferenceRequest,
+    LoadAdapter,
+    ModelInfo,
+    Ready,
+    UnloadAdapter,
+)
+from inferd.runtime.backend import AdapterError, Replica, ReplicaBackend
 from inferd.runtime.call import WORKER_LOST, Call
 from inferd.worker.protocol import (
+    Adapter,
     Cancel,
     FrameBuffer,
     FrameTooLarge,
@@ -60,9 +76,12 @@ class LocalReplica(Replica):
         self._ids = itertools.count(1)
         self._outbox: list[bytes] = []
         self._ready = asyncio.Event()
+        self.ready_since: float | None = None  # monotonic; uptime billing counts from here
         self._stopping = False
         self._supervisor: asyncio.Task[None] | None = None
         self.restarts = 0
+        self.adapters: dict[str, str] = {}  # name -> GGUF LoRA path, loaded into every worker
+        self._reloads: set[asyncio.Task[None]] = set()
 
     @property
     def ready(self) -> bool:
@@ -100,6 +119,63 @@ class LocalReplica(Replica):
         if self._writer is not None and not self._writer.is_closing():
             self._writer.write(b"".join(frames))
 
+    def _adapter_call(self, command: AdapterCommand) -> Call:
+        call = Call(f"{next(self._ids):x}", self._forget)
+        self._pending[call.id] = call
+        self._send(encode(Adapter(call.id, command)))
+        return call
+
+    def _forget(self, call: Call) -> None:
+        self._pending.pop(call.id, None)
+
+    async def load_adapter(self, name: str, path: str) -> None:
+        await self.wait_ready()
+        previous = self.adapters.get(name)
+        self.adapters[name] = path
+        event = await self._adapter_call(LoadAdapter(name=name, path=path)).result()
+        if isinstance(event, AdapterLoaded):
+            return
+        # Refused, or the worker died loading it: the next worker must not load it again
+        # (an adapter that crashes the worker would otherwise crash every restart).
+        if previous is None:
+            self.adapters.pop(name, None)
+        else:
+            self.adapters[name] = previous  # the worker keeps the old one when a load fails
+        raise AdapterError(event if isinstance(event, Failed) else _odd_reply())
+
+    async def unload_adapter(self, name: str) -> None:
+        known = self.adapters.pop(name, None) is not None
+        if not self.ready:
+            if not known:
+                raise AdapterError(_no_adapter(name))
+            return  # no worker holds it; the next one will not load it
+        event = await self._adapter_call(UnloadAdapter(name=name)).result()
+        if isinstance(event, AdapterUnloaded) or event is WORKER_LOST:
+            return  # a worker that died holds nothing
+        raise AdapterError(event if isinstance(event, Failed) else _odd_reply())
+
+    def _reload_adapters(self) -> None:
+        """Send every remembered adapter to a new worker (before any request reaches it:
+        frames leave in order and the worker handles them in order)."""
+        for name, path in self.adapters.items():
+            call = self._adapter_call(LoadAdapter(name=name, path=path))
+            task = asyncio.get_running_loop().create_task(self._reloaded(name, path, call))
+            self._reloads.add(task)
+            task.add_done_callback(self._reloads.discard)
+
+    async def _reloaded(self, name: str, path: str, call: Call) -> None:
+        event = await call.result()
+        if isinstance(event, AdapterLoaded):
+            return
+        # Forgotten, not retried at every restart (a file gone, or one that kills the worker).
+        if self.adapters.get(name) == path:
+            del self.adapters[name]
+        code = event.code if isinstance(event, Failed) else type(event).__name__
+        log.error(
+            "worker could not reload an adapter; it is dropped",
+            extra={"model": self.spec.name, "reason": f"adapter {name}", "error": code},
+        )
+
     def _cancel(self, call: Call) -> None:
         if self._pending.pop(call.id, None) is not None:
             self._send(encode(Cancel(call.id)))
@@ -131,6 +207,7 @@ class LocalReplica(Replica):
                 )
             if self._ready.is_set():
                 self._ready.clear()
+                self.ready_since = None
                 metrics.REPLICAS.labels(self.spec.name).dec()
             self._fail_pending()
             if self._stopping:
@@ -185,7 +262,9 @@ class LocalReplica(Replica):
     def _control(self, event: ControlEvent) -> None:
         if isinstance(event, Ready):
             self.info = event.info
+            self._reload_adapters()
             self._ready.set()
+            self.ready_since = time.monotonic()
             metrics.REPLICAS.labels(self.spec.name).inc()
             log.info("worker ready", extra={"model": self.spec.name, "pid": event.pid})
         else:
@@ -198,6 +277,16 @@ class LocalReplica(Replica):
         pending, self._pending = self._pending, {}
         for call in pending.values():
             call.deliver(WORKER_LOST)
+
+
+def _no_adapter(name: str) -> Failed:
+    return Failed(
+        status=404, code="adapter_not_found", message=f"No adapter named `{name}` is loaded."
+    )
+
+
+def _odd_reply() -> Failed:
+    return Failed(status=500, code="engine_error", message="The worker answered out of order.")
 
 
 class WorkerLink(asyncio.Protocol):

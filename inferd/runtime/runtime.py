@@ -1,17 +1,22 @@
-"""The runtime: one deployment per catalog entry, on a replica backend."""
+"""The runtime: the replicas of every served model, on a replica backend.
+
+Built-in models are added at start from the catalog; versions accounts deploy are added and
+removed while the server runs (by the control plane). Keyed by `ModelSpec.key`.
+"""
 
 from __future__ import annotations
 
-from inferd.catalog import Catalog
+from inferd.catalog import Catalog, ModelSpec
 from inferd.requests import InferenceRequest, ModelInfo
 from inferd.runtime.backend import ReplicaBackend
-from inferd.runtime.call import Call
+from inferd.runtime.call import Call, ModelUnavailable
 from inferd.runtime.deployment import Deployment
 
 
 class Runtime:
     def __init__(self, catalog: Catalog, backend: ReplicaBackend, ready_timeout_s: float) -> None:
-        self.deployments = {spec.name: Deployment(spec, backend) for spec in catalog}
+        self.backend = backend
+        self.deployments = {spec.key: Deployment(spec, backend) for spec in catalog}
         self.ready_timeout_s = ready_timeout_s
 
     async def start(self) -> None:
@@ -19,15 +24,37 @@ class Runtime:
             await deployment.start()
 
     async def stop(self) -> None:
-        for deployment in self.deployments.values():
+        for deployment in list(self.deployments.values()):
+            await deployment.stop()
+
+    async def add(self, spec: ModelSpec) -> Deployment:
+        """Start serving `spec` (its replicas start in the background)."""
+        deployment = self.deployments.get(spec.key)
+        if deployment is None:
+            deployment = Deployment(spec, self.backend)
+            self.deployments[spec.key] = deployment
+            await deployment.start()
+        return deployment
+
+    async def remove(self, key: str) -> None:
+        """Stop a model's replicas; requests in flight fail with the worker-lost error."""
+        deployment = self.deployments.pop(key, None)
+        if deployment is not None:
             await deployment.stop()
 
     @property
     def ready(self) -> bool:
         return all(d.ready for d in self.deployments.values())
 
-    def info(self, model: str) -> ModelInfo | None:
-        return self.deployments[model].info
+    def info(self, key: str) -> ModelInfo | None:
+        deployment = self.deployments.get(key)
+        return deployment.info if deployment else None
 
-    async def submit(self, model: str, request: InferenceRequest) -> Call:
-        return await self.deployments[model].submit(request, self.ready_timeout_s)
+    async def submit(
+        self, key: str, request: InferenceRequest, ready_timeout_s: float | None = None
+    ) -> Call:
+        deployment = self.deployments.get(key)
+        if deployment is None:
+            raise ModelUnavailable(f"The model `{key}` has no instance; retry later.")
+        timeout = self.ready_timeout_s if ready_timeout_s is None else ready_timeout_s
+        return await deployment.submit(request, timeout)

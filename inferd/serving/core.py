@@ -5,6 +5,7 @@ playground, all run requests through `Serving`.
 
 from __future__ import annotations
 
+import time
 from typing import TypeVar
 
 from redis.exceptions import RedisError
@@ -100,7 +101,7 @@ class Serving:
         """The model string, once per request: 404 unknown, 403 not allowed for this token,
         400 when the model serves another task than `task` (None: any task)."""
         try:
-            spec = self.catalog.resolve(model)
+            spec = self.catalog.resolve(model, principal.account_id)
         except ModelNotFound as exc:
             raise RequestError(404, str(exc), code="model_not_found", param="model") from None
         if not principal.allows(spec.name):
@@ -117,10 +118,32 @@ class Serving:
                 code="wrong_task",
                 param="model",
             )
+        if spec.deploy_id is not None:
+            self._check_deployed(spec)
         return spec
 
+    def _check_deployed(self, spec: ModelSpec) -> None:
+        """A deployed version answers only once it can: 409 stopped or failed (with the
+        reason), 429 with Retry-After while its weights are still being fetched."""
+        deployed = self.catalog.deployed(spec.key)
+        status = deployed.status if deployed else "deleted"
+        if status in ("stopped", "failed", "deleted"):
+            reason = f": {deployed.fail_reason}" if deployed and deployed.fail_reason else "."
+            raise RequestError(
+                409,
+                f"The deployment `{spec.name}` (deploy_id {spec.deploy_id}) is {status}{reason}",
+                code=f"deployment_{status}",
+                param="model",
+            )
+        if status in ("initializing", "downloading"):
+            raise RequestError(
+                429,
+                f"The deployment `{spec.name}` is {status}; retry in a moment.",
+                code="deployment_starting",
+            )
+
     def info(self, spec: ModelSpec) -> ModelInfo | None:
-        return self.runtime.info(spec.name)
+        return self.runtime.info(spec.key)
 
     def features(self, spec: ModelSpec) -> list[str]:
         """The catalog's tags plus what the loaded engine reports it can do."""
@@ -187,9 +210,23 @@ class Serving:
         return Admission(self, principal, spec, request_id, slot, reservation, meta)
 
     async def submit(self, admission: Admission, request: InferenceRequest) -> Call:
+        spec = admission.spec
+        deployed = self.catalog.deployed(spec.key) if spec.deploy_id is not None else None
         try:
-            return await self.runtime.submit(admission.spec.name, request)
+            if deployed is None:
+                return await self.runtime.submit(spec.key, request)
+            # Held while an instance starts, up to the deployment's cold-start timeout counted
+            # from the request's arrival; then 429, so the client retries later.
+            waited = time.perf_counter() - admission.started
+            timeout = max(0.0, deployed.cold_start_s - waited)
+            return await self.runtime.submit(spec.key, request, timeout)
         except ModelUnavailable as exc:
+            if deployed is not None:
+                raise RequestError(
+                    429,
+                    f"No instance of `{spec.name}` started in time; retry later.",
+                    code="deployment_cold_start",
+                ) from None
             raise RequestError(503, str(exc), code="model_unavailable") from None
         except OverflowError:  # msgpack carries 64-bit integers; the wire allows any size
             raise RequestError(

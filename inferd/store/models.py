@@ -35,6 +35,8 @@ class Account(Base):
     is_admin: Mapped[bool] = mapped_column(Boolean, default=False)
     concurrency_limit: Mapped[int | None] = mapped_column(Integer, nullable=True)
     spending_limit: Mapped[float | None] = mapped_column(Float, nullable=True)
+    # GPUs its deployments may hold (sum of max_instances x num_gpus); None: the server default.
+    gpu_quota: Mapped[int | None] = mapped_column(Integer, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
@@ -77,3 +79,40 @@ class Usage(Base):
     cost: Mapped[float] = mapped_column(Float, default=0.0)
     started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
     duration_ms: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class Deployment(Base):
+    """A model an account deployed: a stable full name (`owner/model_name`) over versions."""
+
+    __tablename__ = "deployments"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
+    full_name: Mapped[str] = mapped_column(String(300), unique=True)
+    kind: Mapped[str] = mapped_column(String(16))  # llm | lora
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class DeploymentVersion(Base):
+    """One immutable configuration of a deployment, addressed by `deploy_id` and by
+    `full_name:version`. Only `settings`, `desired` and the status columns ever change."""
+
+    __tablename__ = "deployment_versions"
+    __table_args__ = (UniqueConstraint("deployment_id", "version"),)
+
+    deploy_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    deployment_id: Mapped[str] = mapped_column(ForeignKey("deployments.id", ondelete="CASCADE"))
+    version: Mapped[int] = mapped_column(Integer)
+    # The spec, as JSON: weights repo and revision (the commit once resolved), engine, gpu,
+    # num_gpus, max_batch_size, and for a LoRA its base model.
+    config: Mapped[str] = mapped_column(String(4000))
+    settings: Mapped[str] = mapped_column(String(1000))  # min/max instances, scaling windows
+    # The Hub token, encrypted under the master key; never rendered, never logged.
+    secret: Mapped[str | None] = mapped_column(String(2000), nullable=True)
+    desired: Mapped[str] = mapped_column(String(16), default="running")  # running|stopped|deleted
+    status: Mapped[str] = mapped_column(String(16), default="initializing")
+    fail_reason: Mapped[str | None] = mapped_column(String(1000), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), default=utcnow, index=True
+    )

@@ -17,8 +17,9 @@ from collections.abc import Iterator
 
 from inferd.catalog.spec import ModelSpec
 from inferd.engines.factory import build_engine
-from inferd.requests import Event, Failed, Fatal, Ready
+from inferd.requests import Event, Failed, Fatal, LoadAdapter, Ready
 from inferd.worker.protocol import (
+    Adapter,
     BadRequest,
     Cancel,
     Control,
@@ -162,6 +163,12 @@ def serve(fd: int, spec: ModelSpec) -> None:
                 engine.submit(message.id, message.request)
             elif isinstance(message, Cancel):
                 engine.cancel(message.id)
+            elif isinstance(message, Adapter):
+                command = message.command
+                if isinstance(command, LoadAdapter):
+                    engine.load_adapter(message.id, command.name, command.path)
+                else:
+                    engine.unload_adapter(message.id, command.name)
     engine.close()
     channel.close()
 

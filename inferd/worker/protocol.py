@@ -3,7 +3,9 @@
 A frame is a 4-byte big-endian length followed by one msgpack message (msgspec, typed: the
 types are `inferd.requests`). Bytes (images, audio, embeddings) travel as msgpack binary.
 
-- gateway → worker: `Submit` (a call id and an `InferenceRequest`) or `Cancel`.
+- gateway → worker: `Submit` (a call id and an `InferenceRequest`), `Cancel`, or `Adapter` (a
+  call id and a `LoadAdapter` / `UnloadAdapter` command, answered like a request: one terminal
+  `AdapterLoaded` / `AdapterUnloaded` / `Failed` event under that id).
 - worker → gateway: `Reply` (a call id and an `Event`) or `Control` (`Ready`, `Fatal`).
 """
 
@@ -14,7 +16,7 @@ import struct
 import msgspec
 from msgspec import Struct
 
-from inferd.requests import ControlEvent, Event, InferenceRequest
+from inferd.requests import AdapterCommand, ControlEvent, Event, InferenceRequest
 
 HEADER = struct.Struct(">I")
 MAX_FRAME = 256 * 1024 * 1024
@@ -37,6 +39,11 @@ class Cancel(Struct, tag="cancel", array_like=True):
     id: str
 
 
+class Adapter(Struct, tag="adapter", array_like=True):
+    id: str
+    command: AdapterCommand
+
+
 class Reply(Struct, tag="reply", array_like=True):
     id: str
     event: Event
@@ -46,7 +53,7 @@ class Control(Struct, tag="control", array_like=True):
     event: ControlEvent
 
 
-ToWorker = Submit | Cancel
+ToWorker = Submit | Cancel | Adapter
 ToGateway = Reply | Control
 
 
@@ -62,7 +69,7 @@ def _builtin(value: object) -> object:
 
 
 _encoder = msgspec.msgpack.Encoder(enc_hook=_builtin)
-_to_worker = msgspec.msgpack.Decoder(_SubmitRaw | Cancel)
+_to_worker = msgspec.msgpack.Decoder(_SubmitRaw | Cancel | Adapter)
 _request = msgspec.msgpack.Decoder(InferenceRequest)
 to_gateway = msgspec.msgpack.Decoder(ToGateway)
 
@@ -76,7 +83,7 @@ class BadRequest(Exception):
 def decode_to_worker(body: bytes) -> ToWorker:
     """Raises BadRequest (with the call id) when only the request part is malformed."""
     message = _to_worker.decode(body)
-    if isinstance(message, Cancel):
+    if not isinstance(message, _SubmitRaw):
         return message
     try:
         return Submit(message.id, _request.decode(message.request))

@@ -79,19 +79,19 @@ async def image_generations(request: Request) -> Response:
 async def list_models(request: Request) -> Response:
     """List the served models"""
     gateway = request.app.state.gateway
-    await gateway.auth.authenticate(request.headers.get("authorization"))
-    return JSONResponse(
-        {"object": "list", "data": [openai_model(gateway, spec) for spec in gateway.catalog]}
-    )
+    principal = await gateway.principal(request)
+    specs = gateway.catalog.visible(principal.account_id)
+    return JSONResponse({"object": "list", "data": [openai_model(gateway, spec) for spec in specs]})
 
 
 async def get_model(request: Request) -> Response:
     """Describe a served model"""
     gateway = request.app.state.gateway
-    await gateway.auth.authenticate(request.headers.get("authorization"))
+    principal = await gateway.principal(request)
     model = request.path_params["model"]
     try:
-        return JSONResponse(openai_model(gateway, gateway.catalog.resolve(model)))
+        spec = gateway.catalog.resolve(model, principal.account_id)
+        return JSONResponse(openai_model(gateway, spec))
     except ModelNotFound as exc:
         raise APIError(404, str(exc), code="model_not_found", param="model") from None
 

@@ -21,7 +21,8 @@ async def healthz(_: Request) -> Response:
 async def readyz(request: Request) -> Response:
     """Readiness: every model is up and the server is not draining"""
     gateway = request.app.state.gateway
-    models = {name: d.ready for name, d in gateway.runtime.deployments.items()}
+    # Built-in models only: an account's deployment may be stopped or scaled to zero.
+    models = {spec.name: gateway.runtime.deployments[spec.key].ready for spec in gateway.catalog}
     ready = all(models.values()) and not gateway.draining
     body: Readiness = {
         "status": "ready" if ready else "not_ready",

@@ -113,6 +113,7 @@ class UsageRow(TypedDict):
     prompt_tokens: int
     completion_tokens: int
     cost: float
+    uptime_seconds: float  # instance-seconds of the account's dedicated deployments
 
 
 class UsageSummary(TypedDict):

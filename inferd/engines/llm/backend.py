@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -34,6 +35,8 @@ class LLMBackend(ABC):
     eos_token: str
     chat_template: str | None
     vision: bool = False  # takes images in chat messages (encode_multimodal)
+    adapters: bool = False  # takes LoRA adapters at run time (load_adapter)
+    active_adapter: str | None = None  # the adapter the model applies now, if any
 
     @abstractmethod
     def tokenize(self, text: str, add_special: bool) -> list[int]: ...
@@ -54,9 +57,19 @@ class LLMBackend(ABC):
     def is_special(self, token_id: int) -> bool: ...
 
     @abstractmethod
-    def forward(self, entries: list[ForwardEntry]) -> np.ndarray:
-        """Run one batched step. Returns logits rows in entry order: every token's row for
-        entries with all_logits, the last token's row for entries with want_logits."""
+    def forward(self, entries: list[ForwardEntry], adapter: str | None = None) -> np.ndarray:
+        """Run one batched step, with the named LoRA adapter applied (None: the base alone).
+        Returns logits rows in entry order: every token's row for entries with all_logits,
+        the last token's row for entries with want_logits."""
+
+    def load_adapter(self, name: str, path: Path) -> None:
+        """Load a LoRA adapter file under `name` (replacing one of that name); ValueError
+        when the file does not fit this model."""
+        raise NotImplementedError("this backend does not take adapters")
+
+    def unload_adapter(self, name: str) -> None:
+        """Forget an adapter; KeyError when none has that name."""
+        raise NotImplementedError("this backend does not take adapters")
 
     @abstractmethod
     def lltokenizer(self):

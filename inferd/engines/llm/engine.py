@@ -5,6 +5,12 @@ sequence plus prompt chunks of newly admitted ones into a single forward pass, s
 join a running batch and every sequence ends on its own (EOS, stop string, max tokens). When the
 shared KV pool runs short, the newest sequence is preempted and later recomputed from its prompt
 plus what it already generated; clients see no difference except latency.
+
+LoRA adapters are loaded into the running model and chosen per request (`Generate.adapter`).
+The backend applies an adapter to a whole forward pass, so a step runs one forward per adapter
+among its sequences (the base's sequences form their own group). Every token of a sequence,
+prompt and generated, recomputed or not, goes through its own group, so its KV cache is always
+computed under its own adapter.
 """
 
 from __future__ import annotations
@@ -15,17 +21,20 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from inferd.engines.base import Emit, Engine, EngineError
+from inferd.engines.base import Emit, Engine, EngineError, adapters_unsupported
 from inferd.engines.llm.backend import ForwardEntry, LLMBackend
 from inferd.engines.llm.chat_template import prepare_messages, render_chat
 from inferd.engines.llm.constraints import apply_mask, compile_constraint
 from inferd.engines.llm.sampler import apply_penalties, log_softmax_at, sample
 from inferd.engines.llm.text import TextAssembler
 from inferd.requests import (
+    AdapterLoaded,
+    AdapterUnloaded,
     ChatTurn,
     Finished,
     FinishReason,
@@ -60,6 +69,7 @@ class Sequence:
     score_prompt: bool = False  # prompt logprobs still to be reported
     prompt_scores: list[Token] = field(default_factory=list)
     media: Any = None  # images of a vision prompt (backend-specific, see encode_multimodal)
+    adapter: str | None = None  # the LoRA adapter this sequence runs under; None: the base
 
     @property
     def prefilling(self) -> bool:
@@ -101,6 +111,11 @@ class LLMEngine(Engine[Generate]):
         self._running: list[Sequence] = []
         self._free_slots = list(range(backend.max_seqs - 1, -1, -1))
         self._order = itertools.count()
+        # Adapter names as the worker's reader thread sees them (a load is counted from its
+        # request, so requests sent right behind it are accepted), and the ones the backend
+        # holds (scheduler thread only): a request whose adapter is not there is refused.
+        self._adapter_names: set[str] = set()
+        self._adapters_loaded: set[str] = set()
         self._closed = False
         self._thread = threading.Thread(target=self._loop, name="llm-scheduler", daemon=True)
         self._thread.start()
@@ -132,6 +147,23 @@ class LLMEngine(Engine[Generate]):
         self._inbox.put(("cancel", request_id))
         self._wake.set()
 
+    def load_adapter(self, request_id: str, name: str, path: str) -> None:
+        if not self.backend.adapters:
+            self.fail(request_id, adapters_unsupported())
+            return
+        # Loaded by the scheduler thread, between steps: never during a forward pass.
+        self._adapter_names.add(name)
+        self._inbox.put(("load_adapter", (request_id, name, path)))
+        self._wake.set()
+
+    def unload_adapter(self, request_id: str, name: str) -> None:
+        if not self.backend.adapters:
+            self.fail(request_id, adapters_unsupported())
+            return
+        self._adapter_names.discard(name)
+        self._inbox.put(("unload_adapter", (request_id, name)))
+        self._wake.set()
+
     def close(self) -> None:
         self._closed = True
         self._wake.set()
@@ -142,6 +174,8 @@ class LLMEngine(Engine[Generate]):
         backend = self.backend
         params = request.params
         media = None
+        if request.adapter is not None and request.adapter not in self._adapter_names:
+            raise _unknown_adapter(request.adapter)
         if request.messages is not None:
             messages, extra = prepare_messages(
                 backend.chat_template,
@@ -211,6 +245,7 @@ class LLMEngine(Engine[Generate]):
             matcher=matcher,
             score_prompt=params.prompt_logprobs,
             media=media,
+            adapter=request.adapter,
         )
 
     # -- scheduler thread -------------------------------------------------------------------
@@ -236,10 +271,55 @@ class LLMEngine(Engine[Generate]):
             except queue.Empty:
                 return
             if kind == "submit":
+                if item.adapter is not None and item.adapter not in self._adapters_loaded:
+                    self.fail(item.request_id, _unknown_adapter(item.adapter))  # load failed
+                    continue
                 item.order = next(self._order)
                 self._waiting.append(item)
-            else:
+            elif kind == "cancel":
                 self._drop(item)
+            elif kind == "load_adapter":
+                self._load_adapter(*item)
+            else:
+                self._unload_adapter(*item)
+
+    def _load_adapter(self, request_id: str, name: str, path: str) -> None:
+        try:
+            if not Path(path).is_file():
+                raise EngineError(
+                    "The adapter file does not exist on the model's machine.",
+                    status=404,
+                    code="adapter_file_missing",
+                )
+            try:
+                self.backend.load_adapter(name, Path(path))
+            except ValueError as exc:
+                raise EngineError(str(exc), code="invalid_adapter") from None
+        except Exception as exc:
+            if name not in self._adapters_loaded:
+                self._adapter_names.discard(name)
+            self.fail(request_id, exc)
+            return
+        self._adapters_loaded.add(name)
+        self.emit(request_id, AdapterLoaded(name=name))
+
+    def _unload_adapter(self, request_id: str, name: str) -> None:
+        if name not in self._adapters_loaded:
+            self.fail(request_id, _unknown_adapter(name))
+            return
+        gone = EngineError(
+            f"The adapter `{name}` was unloaded while this request ran.",
+            status=404,
+            code="adapter_not_found",
+        )
+        for seq in [s for s in self._running if s.adapter == name]:
+            self._finish(seq, error=gone)
+        for seq in [s for s in self._waiting if s.adapter == name]:
+            self._waiting.remove(seq)
+            self.fail(seq.request_id, gone)
+        self.backend.unload_adapter(name)
+        self._adapters_loaded.discard(name)
+        self.emit(request_id, AdapterUnloaded(name=name))
 
     def _drop(self, request_id: str) -> None:
         for seq in self._running:
@@ -306,7 +386,23 @@ class LLMEngine(Engine[Generate]):
                 budget -= end - seq.n_cached
         if not entries:
             return
-        logits = backend.forward(entries)
+        groups: dict[str | None, list[int]] = {}
+        for i, seq in enumerate(owners):
+            groups.setdefault(seq.adapter, []).append(i)
+        if len(groups) == 1:
+            self._consume(entries, owners, backend.forward(entries, owners[0].adapter))
+            return
+        # One forward per adapter; the one applied now first (a switch re-plans the graph).
+        active = backend.active_adapter
+        for adapter in sorted(groups, key=lambda a: a != active):
+            members = groups[adapter]
+            part = [entries[i] for i in members]
+            self._consume(part, [owners[i] for i in members], backend.forward(part, adapter))
+
+    def _consume(
+        self, entries: list[ForwardEntry], owners: list[Sequence], logits: np.ndarray
+    ) -> None:
+        """Feed one forward's logits rows (in entry order) to their sequences."""
         row = 0
         for entry, seq in zip(entries, owners, strict=True):
             seq.n_cached = entry.pos + len(entry.tokens)
@@ -464,6 +560,14 @@ class LLMEngine(Engine[Generate]):
             self._free_slots.append(seq.slot)
             seq.slot = -1
             seq.n_cached = 0
+
+
+def _unknown_adapter(name: str) -> EngineError:
+    return EngineError(
+        f"No adapter named `{name}` is loaded on this model.",
+        status=404,
+        code="adapter_not_found",
+    )
 
 
 def _template_message(turn: ChatTurn) -> dict[str, Any]:

@@ -11,6 +11,11 @@ weights. A batch whose ids come in another order or with holes therefore runs as
 16-token pass. So the backend keeps its own sequence ids packed (0..n-1, a finished sequence's
 hole is filled by moving the highest one down) and feeds every batch sorted by id, whatever slot
 numbers and order the scheduler uses.
+
+LoRA adapters (GGUF LoRA files) are loaded into the running model and applied per context, not
+per sequence: `forward` sets the adapter its entries run under before the decode (scale 1.0) and
+clears it for the base. llama.cpp re-plans its graph when the set changes, so the engine runs
+the currently applied adapter's group first.
 """
 
 from __future__ import annotations
@@ -37,6 +42,8 @@ def _silence_llama_logs() -> None:
 
 
 class LlamaCppBackend(LLMBackend):
+    adapters = True
+
     def __init__(self, model_path: Path, context_length: int, options: dict[str, Any]) -> None:
         import llama_cpp
         from llama_cpp import _internals
@@ -105,6 +112,8 @@ class LlamaCppBackend(LLMBackend):
         self.bos_token = self._special_text(self._model.token_bos())
         self.eos_token = self._special_text(self._model.token_eos())
         self._lltok = None
+        self._adapters: dict[str, Any] = {}  # name -> llama_adapter_lora pointer
+        self.active_adapter: str | None = None  # what the context applies now
 
     def _piece(self, vocab, token: int) -> bytes:
         buf = ctypes.create_string_buffer(64)
@@ -139,7 +148,38 @@ class LlamaCppBackend(LLMBackend):
             self._slot_of[seq] = slot
         return seq
 
-    def forward(self, entries: list[ForwardEntry]) -> np.ndarray:
+    def load_adapter(self, name: str, path: Path) -> None:
+        adapter = self._ll.llama_adapter_lora_init(self._model.model, str(path).encode())
+        if not adapter:  # llama.cpp logs why (silenced); the usual cause is a wrong base
+            raise ValueError("The adapter file could not be loaded for this model.")
+        old = self._adapters.get(name)
+        self._adapters[name] = adapter
+        if old is not None:
+            self._free_adapter(name, old)
+
+    def unload_adapter(self, name: str) -> None:
+        self._free_adapter(name, self._adapters.pop(name))
+
+    def _free_adapter(self, name: str, adapter: Any) -> None:
+        if self.active_adapter == name:
+            self._apply(None)  # the context must not point at a freed adapter
+        self._ll.llama_adapter_lora_free(adapter)
+
+    def _apply(self, name: str | None) -> None:
+        ll = self._ll
+        if name is None:
+            status = ll.llama_set_adapters_lora(self._ctx.ctx, None, 0, None)
+        else:
+            adapters = (ll.llama_adapter_lora_p_ctypes * 1)(self._adapters[name])
+            scales = (ctypes.c_float * 1)(1.0)
+            status = ll.llama_set_adapters_lora(self._ctx.ctx, adapters, 1, scales)
+        if status != 0:
+            raise RuntimeError(f"llama_set_adapters_lora failed with status {status}")
+        self.active_adapter = name
+
+    def forward(self, entries: list[ForwardEntry], adapter: str | None = None) -> np.ndarray:
+        if adapter != self.active_adapter:
+            self._apply(adapter)
         batch = self._batch
         ids = [self._seq_id(entry.slot) for entry in entries]  # new sequences take holes first
         if self._packed:
@@ -232,6 +272,8 @@ class LlamaCppBackend(LLMBackend):
         return True
 
     def close(self) -> None:
+        for name in list(self._adapters):
+            self.unload_adapter(name)
         self._ll.llama_batch_free(self._batch)
         self._ctx.close()
         self._model.close()

@@ -172,7 +172,8 @@ class TransformersBackend(LLMBackend):
     def is_special(self, token_id: int) -> bool:
         return token_id in self._special
 
-    def forward(self, entries: list[ForwardEntry]) -> np.ndarray:
+    def forward(self, entries: list[ForwardEntry], adapter: str | None = None) -> np.ndarray:
+        # adapter is always None: this backend takes no adapters (`adapters` is False).
         from transformers import DynamicCache
 
         torch = self._torch

@@ -1,6 +1,6 @@
 """Small models built on this machine for tasks with no offline weights (DESIGN.md).
 
-Each builder writes an ordinary transformers/diffusers folder from a fixed seed; the engines
+Each builder writes an ordinary transformers/diffusers/PEFT folder from a fixed seed; the engines
 load it with the same code that loads real weights from a folder or the hub cache. Folders are
 built once into the model cache (`make setup` builds them ahead; a missing one is built on
 first load) and named by builder version, so a changed builder never reuses a stale folder.
@@ -28,6 +28,12 @@ def _diffusion(target: Path) -> None:
     diffusion.build(target)
 
 
+def _lora_adapter(target: Path) -> None:
+    from inferd.weights.tiny import lora_adapter
+
+    lora_adapter.build(target)
+
+
 def _task_model(kind: str) -> Callable[[Path], None]:
     def build(target: Path) -> None:
         from inferd.weights.tiny import task_models
@@ -43,6 +49,8 @@ BUILDERS: dict[str, tuple[int, Callable[[Path], None]]] = {
     "bert-mlm-tiny": (1, _task_model("masked_lm")),
     "clip-tiny": (1, _task_model("clip")),
     "yolos-tiny": (1, _task_model("detector")),
+    # A PEFT LoRA for the default chat model (a test adapter; see lora_adapter.py).
+    "smollm2-secret-lora": (1, _lora_adapter),
 }
 
 

@@ -1,0 +1,1 @@
+"""The deployments API: /deploy/llm, /deploy/list, /deploy/{deploy_id} and its actions."""

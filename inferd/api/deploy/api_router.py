@@ -1,0 +1,95 @@
+"""Routes of the deployments API. Handler names give the seed pages' `/docs` anchors
+(`deploy_list_deploy_list_get`, `deploy_delete_deploy__deploy_id__delete`); `/deploy/list`
+is declared before `/deploy/{deploy_id}`."""
+
+from __future__ import annotations
+
+from inferd.api.deploy import serving
+from inferd.api.deploy.protocol import (
+    DeployListQuery,
+    DeployLLM,
+    DeployObject,
+    DeployUpdate,
+    GpuAvailability,
+)
+from inferd.api.endpoint import JSON, Endpoint, Reply
+
+DEPLOY_ID = {"deploy_id": "The version's id (from the deploy object)."}
+OBJECT = {JSON: DeployObject}
+
+routes = [
+    Endpoint(
+        "/deploy/llm",
+        serving.deploy_llm,
+        "POST",
+        summary="Deploy an LLM from a Hugging Face repository",
+        description="A model name you deployed before gets a new version. The answer comes at "
+        "once (status `initializing`); poll the deploy object while weights download.",
+        body={JSON: DeployLLM},
+        responses={200: Reply("The deploy object.", OBJECT)},
+        errors=(403, 409),
+    ),
+    Endpoint(
+        "/deploy/llm/gpu_availability",
+        serving.gpu_availability,
+        "GET",
+        summary="Accelerator pools and what is free",
+        responses={200: Reply("Every pool of this server.", {JSON: GpuAvailability})},
+        errors=(403,),
+    ),
+    Endpoint(
+        "/deploy/list",
+        serving.deploy_list,
+        "GET",
+        summary="List your deployments",
+        query=DeployListQuery,
+        responses={200: Reply("Every version, newest first.", {JSON: list[DeployObject]})},
+        errors=(403,),
+    ),
+    Endpoint(
+        "/deploy/{deploy_id}",
+        serving.deploy_get,
+        "GET",
+        params=DEPLOY_ID,
+        summary="A deployment's state",
+        responses={200: Reply("The deploy object.", OBJECT)},
+        errors=(403, 404),
+    ),
+    Endpoint(
+        "/deploy/{deploy_id}",
+        serving.deploy_update,
+        "PUT",
+        params=DEPLOY_ID,
+        summary="Change a deployment's scaling settings",
+        body={JSON: DeployUpdate},
+        responses={200: Reply("The deploy object.", OBJECT)},
+        errors=(403, 404),
+    ),
+    Endpoint(
+        "/deploy/{deploy_id}",
+        serving.deploy_delete,
+        "DELETE",
+        params=DEPLOY_ID,
+        summary="Delete a deployment version",
+        responses={200: Reply("The deploy object, `deleted` once its instances stop.", OBJECT)},
+        errors=(403, 404),
+    ),
+    Endpoint(
+        "/deploy/{deploy_id}/stop",
+        serving.deploy_stop,
+        "POST",
+        params=DEPLOY_ID,
+        summary="Stop a deployment's instances",
+        responses={200: Reply("The deploy object.", OBJECT)},
+        errors=(403, 404),
+    ),
+    Endpoint(
+        "/deploy/{deploy_id}/start",
+        serving.deploy_start,
+        "POST",
+        params=DEPLOY_ID,
+        summary="Start a stopped or failed deployment again",
+        responses={200: Reply("The deploy object.", OBJECT)},
+        errors=(403, 404),
+    ),
+]

@@ -1,0 +1,186 @@
+"""Handlers of the deployments API: parse, call the registry, render the deploy object."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from inferd.api.deploy.protocol import (
+    DeployListQuery,
+    DeployLLM,
+    DeployObject,
+    DeploySettings,
+    DeployUpdate,
+)
+from inferd.api.errors import APIError
+from inferd.api.gateway import Gateway
+from inferd.api.responses import JSONResponse
+from inferd.auth import Principal
+from inferd.control.plane import ControlPlane
+from inferd.control.registry import DeployError, ScaleSettings, VersionConfig, VersionRecord
+
+
+def _gateway(request: Request) -> Gateway:
+    return request.app.state.gateway
+
+
+def _control(gateway: Gateway) -> ControlPlane:
+    assert gateway.control is not None
+    return gateway.control
+
+
+async def _owner(request: Request) -> Principal:
+    """Deployments are managed with an API key; a scoped JWT is for inference only."""
+    principal = await _gateway(request).principal(request)
+    if principal.jwt is not None:
+        raise APIError(403, "Scoped JWTs cannot manage deployments.", code="forbidden")
+    return principal
+
+
+async def _call(fn, *args: Any) -> Any:
+    try:
+        return await asyncio.to_thread(fn, *args)
+    except DeployError as exc:
+        raise APIError(exc.status, exc.message, code=exc.code, param=exc.param) from None
+
+
+def _settings(wire: DeploySettings, base: ScaleSettings | None = None) -> ScaleSettings:
+    given = wire.model_dump(exclude_none=True)
+    merged = {**(base.model_dump() if base else {}), **given}
+    try:
+        return ScaleSettings.model_validate(merged)
+    except ValueError as exc:
+        raise APIError(
+            400, f"Invalid settings: {exc.errors()[0]['msg']}.", code="invalid_parameter"
+        ) from None
+
+
+def render(control: ControlPlane, record: VersionRecord) -> DeployObject:
+    running, pending = control.reconciler.instances(record.deploy_id)
+    config = record.config
+    return {
+        "deploy_id": record.deploy_id,
+        "model_name": record.full_name,
+        "version": record.version,
+        "type": config.kind,
+        "task": "text-generation",
+        "status": record.status,
+        "fail_reason": record.fail_reason,
+        "instances": {"running": running, "pending": pending},
+        "config": {
+            "gpu": config.gpu,
+            "num_gpus": config.num_gpus,
+            "max_batch_size": config.max_batch_size,
+            "hf_repo": config.repo,
+            "hf_revision": config.revision,
+            "commit": config.commit,
+        },
+        "settings": record.settings.model_dump(),
+        "created_at": record.created_at.isoformat(),
+        "updated_at": record.updated_at.isoformat(),
+    }
+
+
+async def deploy_llm(request: Request) -> Response:
+    principal = await _owner(request)
+    gateway = _gateway(request)
+    control = _control(gateway)
+    body = await gateway.read_json(request, DeployLLM)
+    config = VersionConfig(
+        kind="llm",
+        gpu=body.gpu,
+        num_gpus=body.num_gpus,
+        max_batch_size=body.max_batch_size,
+        repo=body.hf.repo,
+        revision=body.hf.revision,
+    )
+    record = await _call(
+        control.registry.create,
+        principal.account_id,
+        body.model_name,
+        config,
+        _settings(body.settings),
+        body.hf.token,
+    )
+    control.reconciler.poke()
+    return JSONResponse(render(control, record))
+
+
+async def deploy_list(request: Request) -> Response:
+    principal = await _owner(request)
+    gateway = _gateway(request)
+    query = gateway.validate(DeployListQuery, dict(request.query_params))
+    control = _control(gateway)
+    records = await _call(control.registry.list, principal.account_id, query.status)
+    return JSONResponse([render(control, r) for r in records])
+
+
+async def deploy_get(request: Request) -> Response:
+    principal = await _owner(request)
+    control = _control(_gateway(request))
+    record = await _call(control.registry.get, principal.account_id, _deploy_id(request))
+    return JSONResponse(render(control, record))
+
+
+async def deploy_update(request: Request) -> Response:
+    principal = await _owner(request)
+    gateway = _gateway(request)
+    control = _control(gateway)
+    body = await gateway.read_json(request, DeployUpdate)
+    deploy_id = _deploy_id(request)
+    current = await _call(control.registry.get, principal.account_id, deploy_id)
+    settings = _settings(body.settings, current.settings)
+    record = await _call(
+        control.registry.update_settings, principal.account_id, deploy_id, settings
+    )
+    control.reconciler.poke()
+    return JSONResponse(render(control, record))
+
+
+async def _set_desired(request: Request, desired: str) -> Response:
+    principal = await _owner(request)
+    control = _control(_gateway(request))
+    record = await _call(
+        control.registry.set_desired, principal.account_id, _deploy_id(request), desired
+    )
+    control.reconciler.poke()
+    return JSONResponse(render(control, record))
+
+
+async def deploy_delete(request: Request) -> Response:
+    return await _set_desired(request, "deleted")
+
+
+async def deploy_stop(request: Request) -> Response:
+    return await _set_desired(request, "stopped")
+
+
+async def deploy_start(request: Request) -> Response:
+    return await _set_desired(request, "running")
+
+
+async def gpu_availability(request: Request) -> Response:
+    await _owner(request)
+    control = _control(_gateway(request))
+    used = control.used_gpus()
+    return JSONResponse(
+        {
+            "gpus": [
+                {
+                    "gpu_config": pool.name,
+                    "usd_per_hour": pool.usd_per_hour,
+                    "available": max(0, pool.count - used.get(pool.name, 0)),
+                    "total": pool.count,
+                    "emulated": pool.emulated,
+                }
+                for pool in control.pools
+            ]
+        }
+    )
+
+
+def _deploy_id(request: Request) -> str:
+    return request.path_params["deploy_id"]

@@ -1,0 +1,320 @@
+"""Makes what runs in this gateway process match what the database wants.
+
+Every tick it reads the live versions (all accounts), and for each one converges:
+
+  desired running:  initializing → (resolve the revision to a commit) → downloading → (weights
+                    in the cache) → deploying → (a replica answered Ready) → running
+  desired stopped:  replicas stopped → stopped
+  desired deleted:  replicas stopped → deleted
+
+Status is written from what was observed, with a reason when something failed; a version
+whose status a user changed meanwhile is left alone (compare-and-set in the registry). The
+catalog gets a fresh snapshot every tick, so a new or changed deployment is served within one
+interval without a restart. On the local backend each gateway process runs the replicas it
+serves; a version the database says is running but this process has not started (after a
+restart) is started again from its cached weights.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from pathlib import Path
+
+from inferd.billing.ledger import UsageLedger
+from inferd.catalog import Catalog, DeployedVersion, ModelSpec
+from inferd.catalog.spec import Price, Weights
+from inferd.config import Settings
+from inferd.control.autoscaler import ScaleState, decide, wanted_instances
+from inferd.control.pools import Pools, UnknownPool
+from inferd.control.registry import Registry, VersionConfig, VersionRecord
+from inferd.control.uptime import UptimeMeter
+from inferd.runtime import Runtime
+from inferd.runtime.deployment import Deployment
+from inferd.weights import hub
+
+log = logging.getLogger("inferd.control")
+
+# Engine settings for deployed LLMs on llama.cpp: one slot per request in a batch.
+LLAMACPP_OPTIONS = {"n_threads": 2, "kv_tokens": 16384, "batch_tokens": 512, "flash_attn": True}
+LLM_TAGS = ["chat", "completion", "streaming", "logprobs", "tools", "json_mode"]
+
+
+class Reconciler:
+    def __init__(
+        self,
+        settings: Settings,
+        registry: Registry,
+        runtime: Runtime,
+        catalog: Catalog,
+        pools: Pools,
+        ledger: UsageLedger,
+    ) -> None:
+        self.settings = settings
+        self.registry = registry
+        self.runtime = runtime
+        self.catalog = catalog
+        self.pools = pools
+        self.progress: dict[str, tuple[int, int]] = {}  # deploy_id → bytes downloaded, total
+        self.configs: dict[str, VersionConfig] = {}  # deploy_id → config, as of the last tick
+        self._accounts: dict[str, tuple[str, str]] = {}  # deploy_id → (account, full name)
+        self._preparing: dict[str, asyncio.Task[None]] = {}
+        self._task: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+        self._scale: dict[str, ScaleState] = {}
+        self.meter = UptimeMeter(ledger, settings.uptime_flush_s)
+
+    async def start(self) -> None:
+        await self.tick()
+        self._task = asyncio.create_task(self._run(), name="reconciler")
+
+    async def close(self) -> None:
+        for task in [self._task, *self._preparing.values()]:
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        # Uptime up to the shutdown; the instances stop with the runtime.
+        for record_id, config in self.configs.items():
+            deployment = self.runtime.deployments.get(record_id)
+            if deployment is not None and record_id in self._accounts:
+                account_id, name = self._accounts[record_id]
+                pool = self.pools.get(config.gpu)
+                self.meter.observe(
+                    record_id, account_id, name, deployment, pool.usd_per_hour * config.num_gpus
+                )
+        self.meter.flush(force=True)
+
+    def poke(self) -> None:
+        """Converge now (a user changed a deployment through this process)."""
+        self._wake.set()
+
+    async def _run(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.settings.reconcile_interval_s)
+            self._wake.clear()
+            try:
+                await self.tick()
+            except Exception as exc:  # the database may be briefly away: try next tick
+                log.error("reconcile failed", extra={"error": type(exc).__name__})
+
+    async def tick(self) -> None:
+        records = await asyncio.to_thread(self.registry.live)
+        live = {r.deploy_id for r in records}
+        self.configs = {r.deploy_id: r.config for r in records}
+        self._accounts = {r.deploy_id: (r.account_id, r.full_name) for r in records}
+        for record in records:
+            await self._converge(record)
+        # Replicas of versions deleted meanwhile (gone from the live list).
+        for key, deployment in list(self.runtime.deployments.items()):
+            if deployment.spec.deploy_id is not None and key not in live:
+                await self.runtime.remove(key)
+        self.meter.flush()
+        records = await asyncio.to_thread(self.registry.live)
+        self.catalog.publish(
+            DeployedVersion(
+                self._spec(r),
+                r.status,
+                r.fail_reason,
+                r.settings.cold_start_timeout_s,
+            )
+            for r in records
+        )
+
+    async def _converge(self, record: VersionRecord) -> None:
+        deploy_id = record.deploy_id
+        if record.desired in ("stopped", "deleted"):
+            self._cancel_prepare(deploy_id)
+            deployment = self.runtime.deployments.get(deploy_id)
+            if deployment is not None:
+                self._meter(record, deployment)  # the last seconds before the stop
+                await self.runtime.remove(deploy_id)
+            self._scale.pop(deploy_id, None)
+            await self._status(record, record.desired)
+            return
+        if record.status == "failed":
+            return  # stays failed, with its reason, until a user starts it again
+        deployment = self.runtime.deployments.get(deploy_id)
+        if deployment is None:
+            if deploy_id not in self._preparing:
+                self._preparing[deploy_id] = asyncio.create_task(
+                    self._prepare(record), name=f"prepare-{deploy_id}"
+                )
+            return
+        if deployment.ready:
+            await self._status(record, "running", only_from=("deploying", "running"))
+        self._meter(record, deployment)
+        if record.status == "running":
+            await self._autoscale(record, deployment)
+
+    async def _autoscale(self, record: VersionRecord, deployment: Deployment) -> None:
+        now = time.monotonic()
+        settings, config = record.settings, record.config
+        deployment.scale_from_zero = True
+        wanted = wanted_instances(
+            deployment.load(), config.max_batch_size, settings, now - deployment.last_used
+        )
+        fits = self._fits(record, deployment)
+        state = self._scale.setdefault(record.deploy_id, ScaleState())
+        target = decide(len(deployment.replicas), min(wanted, fits), settings, state, now)
+        if target != len(deployment.replicas):
+            log.info(
+                "scaling",
+                extra={
+                    "model": record.full_name,
+                    "deploy_id": record.deploy_id,
+                    "instances": target,
+                },
+            )
+            self._meter(record, deployment)
+            await deployment.scale_to(target)
+
+    def _fits(self, record: VersionRecord, deployment: Deployment) -> int:
+        """Instances of this version the pool can hold next to this process's others."""
+        pool = self.pools.get(record.config.gpu)
+        held = 0
+        for deploy_id, config in self.configs.items():
+            other = self.runtime.deployments.get(deploy_id)
+            if other is not None and other is not deployment and config.gpu == pool.name:
+                held += len(other.replicas) * config.num_gpus
+        return max(0, (pool.count - held) // record.config.num_gpus)
+
+    def _meter(self, record: VersionRecord, deployment: Deployment) -> None:
+        pool = self.pools.get(record.config.gpu)
+        self.meter.observe(
+            record.deploy_id,
+            record.account_id,
+            record.full_name,
+            deployment,
+            pool.usd_per_hour * record.config.num_gpus,
+        )
+
+    async def _prepare(self, record: VersionRecord) -> None:
+        """Resolve, download, start replicas; a failure becomes `failed` with its reason."""
+        deploy_id = record.deploy_id
+        try:
+            config = record.config
+            token = await asyncio.to_thread(self.registry.token, deploy_id)
+            endpoint = self.settings.hf_endpoint
+            commit = config.commit
+            if commit is None:
+                commit = await asyncio.to_thread(
+                    hub.resolve_commit, config.repo, config.revision, token, endpoint
+                )
+                await asyncio.to_thread(self.registry.set_commit, deploy_id, commit)
+            await self._status(record, "downloading", only_from=("initializing", "downloading"))
+
+            def progress(done: int, total: int) -> None:
+                self.progress[deploy_id] = (done, total)
+
+            folder = await asyncio.to_thread(
+                hub.fetch,
+                config.repo,
+                commit,
+                token,
+                endpoint=endpoint,
+                dest_root=self.settings.model_cache / "hub",
+                progress=progress,
+            )
+            spec = self._spec(record, folder)
+            await self._status(
+                record, "deploying", only_from=("initializing", "downloading", "running")
+            )
+            fresh = await asyncio.to_thread(self.registry.get, record.account_id, deploy_id)
+            if fresh.desired == "running":
+                await self.runtime.add(spec)
+        except hub.FetchError as exc:
+            await self._status(record, "failed", exc.reason)
+        except UnknownPool as exc:
+            await self._status(record, "failed", str(exc))
+        except Exception as exc:
+            log.error(
+                "deploy failed", extra={"model": record.full_name, "error": type(exc).__name__}
+            )
+            await self._status(record, "failed", f"Could not deploy: {type(exc).__name__}.")
+        finally:
+            self._preparing.pop(deploy_id, None)
+            self.progress.pop(deploy_id, None)
+            self.poke()
+
+    def _spec(self, record: VersionRecord, folder: Path | None = None) -> ModelSpec:
+        """The runtime's spec of a version; `folder` is its downloaded repository (None
+        when only naming it for the catalog)."""
+        config = record.config
+        weights = None
+        backend = "llamacpp"
+        options: dict = {}
+        if folder is not None:
+            kind = hub.repo_kind(folder)
+            if kind == "gguf":
+                weights = Weights(folder=str(hub.gguf_files(folder)[0]))
+            elif kind == "safetensors":
+                backend = "transformers"
+                weights = Weights(folder=str(folder))
+            else:
+                raise hub.FetchError(f"`{config.repo}` is a LoRA adapter; deploy it as one.")
+            if backend == "llamacpp":
+                options = {**LLAMACPP_OPTIONS, "max_seqs": config.max_batch_size}
+                if not self.pools.get(config.gpu).runs_on_cpu:
+                    options["n_gpu_layers"] = -1
+            else:
+                options = {"n_threads": 2, "max_seqs": min(config.max_batch_size, 8)}
+        return ModelSpec(
+            name=record.full_name,
+            task="text-generation",
+            engine="llm",
+            backend=backend,
+            weights=weights or Weights(folder="."),
+            context_length=4096,
+            # Dedicated instances are billed by uptime; their tokens are not charged again.
+            price=Price(),
+            replicas=max(1, min(record.settings.min_instances or 1, 64)),
+            tags=LLM_TAGS,
+            description=f"{record.full_name} v{record.version}, from {config.repo}.",
+            options=options,
+            deploy_id=record.deploy_id,
+            account_id=record.account_id,
+            version=record.version,
+        )
+
+    def _cancel_prepare(self, deploy_id: str) -> None:
+        task = self._preparing.pop(deploy_id, None)
+        if task is not None:
+            task.cancel()
+
+    async def _status(
+        self,
+        record: VersionRecord,
+        status: str,
+        reason: str | None = None,
+        *,
+        only_from: tuple[str, ...] | None = None,
+    ) -> None:
+        changed = await asyncio.to_thread(
+            self.registry.set_status,
+            record.deploy_id,
+            status,  # type: ignore[arg-type]
+            reason,
+            only_from=only_from,
+        )
+        if changed:
+            log.info(
+                "deployment status",
+                extra={
+                    "model": record.full_name,
+                    "deploy_id": record.deploy_id,
+                    "to_status": status,
+                    "reason": reason,
+                },
+            )
+
+    def instances(self, deploy_id: str) -> tuple[int, int]:
+        """(running, pending) replicas of a version in this process."""
+        deployment = self.runtime.deployments.get(deploy_id)
+        if deployment is None:
+            return 0, 1 if deploy_id in self._preparing else 0
+        running = sum(1 for r in deployment.replicas if r.ready)
+        return running, len(deployment.replicas) - running
