@@ -57,7 +57,7 @@ class Process:
             self.proc.wait()
 
 
-def start_inferd(catalog_toml: str, port: int) -> Process:
+def start_inferd(catalog_toml: str, port: int, env: dict[str, str] | None = None) -> Process:
     home = Path(tempfile.mkdtemp(prefix="inferd-bench-"))
     catalog = home / "catalog.toml"
     catalog.write_text(catalog_toml)
@@ -69,6 +69,7 @@ def start_inferd(catalog_toml: str, port: int) -> Process:
             "INFERD_ADMIN_KEY": BENCH_KEY,
             "INFERD_LOG_LEVEL": "WARNING",
             "INFERD_CONCURRENCY_LIMIT": "100000",
+            **(env or {}),
         },
     )
     wait_http(f"http://127.0.0.1:{port}/readyz")

@@ -41,6 +41,8 @@ def serve(args: argparse.Namespace) -> None:
         http="httptools",
         log_config=None,
         access_log=False,
+        # Nothing here reads client addresses; X-Forwarded-* rewriting is per-request work.
+        proxy_headers=False,
         timeout_graceful_shutdown=int(settings.drain_timeout_s),
         backlog=4096,
     )

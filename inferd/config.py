@@ -11,7 +11,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 ENV_PREFIX = "INFERD_"
 
@@ -106,6 +106,25 @@ class Settings(BaseModel):
     )
     uptime_flush_s: float = Field(
         default=60.0, gt=0, description="How often deployments' uptime is written as usage."
+    )
+    # Deprecation notices (control/deprecation.py), by email through the operator's SMTP server.
+    smtp_host: str | None = Field(
+        default=None, description="SMTP server for notices; none are sent when unset."
+    )
+    smtp_port: int = Field(default=25, ge=1, le=65535)
+    smtp_from: str = Field(default="inferd@localhost", description="The notices' From address.")
+    smtp_user: str | None = Field(default=None, description="SMTP login, if the server wants one.")
+    # A SecretStr: a printed Settings (a traceback, a test failure) shows it as ******.
+    smtp_password: SecretStr | None = None
+    smtp_starttls: bool = Field(default=False, description="Upgrade the connection with STARTTLS.")
+    deprecation_check_interval_s: float = Field(
+        default=3600.0, gt=0, description="How often accounts to notify are looked for."
+    )
+    deprecation_notice_days: int = Field(
+        default=14,
+        ge=7,
+        description="Accounts that used a model in the last 30 days are told this many days "
+        "before its deprecation date (at least 7).",
     )
 
     @property

@@ -1,11 +1,16 @@
 """One metadata-only access log line and the request metrics per request, written when the
-last byte is sent (so streams are measured to their end)."""
+last byte is sent (so streams are measured to their end); and the headers every route adds
+from what the request path noted (a deprecated model), on the response's first message."""
 
 from __future__ import annotations
 
 import logging
 import time
+from datetime import datetime
+from email.utils import format_datetime
+from functools import lru_cache
 from typing import Any
+from urllib.parse import quote
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -34,6 +39,10 @@ class _Exchange:
         kind = message["type"]
         if kind == "http.response.start":
             self.status = message["status"]
+            meta = self.scope["state"].get("meta")
+            if meta is not None and meta.deprecation is not None:
+                extra = deprecation_headers(*meta.deprecation, meta.served_by)
+                message = {**message, "headers": [*message.get("headers", ()), *extra]}
         await self.send_raw(message)
         if kind == "http.response.body" and not message.get("more_body", False):
             self.finish()
@@ -52,6 +61,22 @@ class _Exchange:
         if scope["path"] in SKIP_LOG or not log.isEnabledFor(logging.INFO):
             return
         log.info("request", extra=_fields(scope, self.status, duration, meta))
+
+
+@lru_cache(maxsize=256)
+def deprecation_headers(
+    at: datetime, replacement: str, served_by: str | None
+) -> tuple[tuple[bytes, bytes], ...]:
+    """`Deprecation` (RFC 9745: a structured-field date), `Sunset` (RFC 8594: an HTTP-date),
+    the successor's model card, and past the date the model that served."""
+    headers = [
+        (b"deprecation", f"@{int(at.timestamp())}".encode()),
+        (b"sunset", format_datetime(at, usegmt=True).encode()),
+        (b"link", f'</models/{quote(replacement)}>; rel="successor-version"'.encode()),
+    ]
+    if served_by is not None:
+        headers.append((b"x-inferd-served-by", served_by.encode()))
+    return tuple(headers)
 
 
 def _fields(scope: Scope, status: int, duration: float, meta: RequestMeta) -> dict[str, Any]:

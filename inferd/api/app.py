@@ -26,6 +26,7 @@ from inferd.billing.budget import Budget, InProcessBudget, RedisBudget
 from inferd.billing.ledger import UsageLedger
 from inferd.catalog import Catalog
 from inferd.config import Settings
+from inferd.control.deprecation import DeprecationNotifier
 from inferd.control.plane import ControlPlane
 from inferd.limits import ConcurrencyLimiter, InProcessLimiter
 from inferd.limits.redis_concurrency import RedisLimiter
@@ -79,12 +80,15 @@ def create_app(
         await revocations.start()
         await runtime.start()
         await control.start()
+        notifier = DeprecationNotifier(settings, db, catalog)
+        await notifier.start()
         try:
             yield
         finally:
             # uvicorn has stopped accepting and drained connections (timeout_graceful_shutdown)
             # before lifespan shutdown runs; refuse anything still arriving, then stop workers.
             serving.draining = True
+            await notifier.close()
             await control.close()
             await runtime.stop()
             await gateway.media.aclose()

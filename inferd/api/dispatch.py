@@ -49,13 +49,25 @@ class Dispatcher:
         self.app = app
         self._exact: dict[str, list[Endpoint]] = {}
         self._prefixed: list[tuple[str, Endpoint]] = []
+        # `/prefix/{name:path}` routes: the parameter is the rest of the path, no regex.
+        self._tails: list[tuple[str, str, Endpoint]] = []
         for route in app.routes:
             if not isinstance(route, Endpoint):
                 continue
-            if route.param_convertors:
-                self._prefixed.append((route.path_format.split("{", 1)[0], route))
-            else:
+            convertors = route.param_convertors
+            prefix = route.path_format.split("{", 1)[0]
+            if not convertors:
                 self._exact.setdefault(route.path, []).append(route)
+            elif (
+                len(convertors) == 1
+                and route.path.endswith(":path}")
+                and route.path.count("{") == 1
+                and not self._tails_shadowed(prefix)
+            ):
+                (name,) = convertors
+                self._tails.append((prefix, name, route))
+            else:
+                self._prefixed.append((prefix, route))
 
     # What callers of the Starlette app use (uvicorn, tests).
     @property
@@ -66,10 +78,19 @@ class Dispatcher:
     def routes(self) -> list[Any]:
         return self.app.routes
 
+    def _tails_shadowed(self, prefix: str) -> bool:
+        """A parameterised route declared earlier under the same prefix takes precedence."""
+        return any(p.startswith(prefix) or prefix.startswith(p) for p, _ in self._prefixed)
+
     def _find(self, scope: Scope) -> Endpoint | None:
         path, method = scope["path"], scope["method"]
         for route in self._exact.get(path, ()):
             if method in route.methods:  # type: ignore[operator]
+                return route
+        for prefix, name, route in self._tails:
+            if path.startswith(prefix) and len(path) > len(prefix) and method in route.methods:  # type: ignore[operator]
+                scope["path_params"] = {name: path[len(prefix) :]}
+                scope["endpoint"] = route.endpoint
                 return route
         for prefix, route in self._prefixed:
             if path.startswith(prefix):

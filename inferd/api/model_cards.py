@@ -11,10 +11,13 @@ CREATED = 1_700_000_000  # catalog entries have no creation time; a fixed epoch 
 
 
 def model_card(gateway: Gateway, spec: ModelSpec) -> dict[str, Any]:
+    # A deprecated model past its date resolves to its replacement: describe the model asked
+    # for, whose card says when it was retired and what serves it now.
+    spec = spec.stands_in_for or spec
     serving = gateway.serving
     info = serving.info(spec)
     price = spec.price.model_dump()
-    deployment = gateway.runtime.deployments.get(spec.key)
+    deployment = gateway.runtime.deployments.get(spec.runtime_key)
     card: dict[str, Any] = {
         "model_name": spec.name,
         "task": spec.task,
@@ -34,10 +37,14 @@ def model_card(gateway: Gateway, spec: ModelSpec) -> dict[str, Any]:
     if spec.deploy_id is not None:
         card["deploy_id"] = spec.deploy_id
         card["version"] = spec.version
+    if spec.deprecated_at is not None:
+        card["deprecated_at"] = spec.deprecated_at.isoformat()
+        card["replacement"] = spec.replacement
     return card
 
 
 def openai_model(gateway: Gateway, spec: ModelSpec) -> dict[str, Any]:
+    spec = spec.stands_in_for or spec
     return {
         "id": spec.name,
         "object": "model",

@@ -42,6 +42,10 @@ class ModelCard(TypedDict):
     replicas: int
     ready: bool
     dimensions: NotRequired[int]
+    deploy_id: NotRequired[str]  # an account's deployed version
+    version: NotRequired[int]
+    deprecated_at: NotRequired[str]  # ISO 8601; after it, `replacement` serves the requests
+    replacement: NotRequired[str]
 
 
 def _fold_seed(value: int) -> int:

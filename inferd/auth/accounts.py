@@ -50,6 +50,7 @@ class AccountService:
         is_admin: bool = False,
         concurrency_limit: int | None = None,
         spending_limit: float | None = None,
+        email: str | None = None,
     ) -> Account:
         account = Account(
             id="acc_" + secrets.token_hex(8),
@@ -57,6 +58,7 @@ class AccountService:
             is_admin=is_admin,
             concurrency_limit=concurrency_limit,
             spending_limit=spending_limit,
+            email=email,
         )
         try:
             with self.db.session() as s, s.begin():
@@ -72,6 +74,14 @@ class AccountService:
     def get_account(self, name: str) -> Account | None:
         with self.db.session() as s:
             return s.scalar(select(Account).where(Account.name == name))
+
+    def set_email(self, account_id: str, email: str | None) -> Account | None:
+        """The account's contact email (None removes it); None if the account is gone."""
+        with self.db.session() as s, s.begin():
+            account = s.get(Account, account_id)
+            if account is not None:
+                account.email = email
+            return account
 
     def create_key(self, account_id: str, name: str, key: str | None = None) -> CreatedKey:
         key = key or generate_key()

@@ -99,7 +99,9 @@ class UsageLedger:
         for r in rows:
             values = [getattr(r, f) for f in FIELDS]
             if sqlite:  # the text form SQLAlchemy's SQLite DateTime reads back
-                values[STARTED_AT] = r.started_at.strftime("%Y-%m-%d %H:%M:%S.%f")
+                values[STARTED_AT] = r.started_at.replace(tzinfo=None).isoformat(
+                    " ", "microseconds"
+                )
             params.append(tuple(values))
         with self.db.engine.begin() as conn:
             conn.exec_driver_sql(self._insert_sql(conn), params)

@@ -3,12 +3,17 @@
 Built-in models come from the catalog file. Versions accounts deployed at run time are
 published here by the control plane (`publish`, a whole snapshot swapped at once); they are
 private to their account: to everyone else they do not exist.
+
+A built-in model may be deprecated: past its `deprecated_at`, its name (and `name:version`)
+resolves to a copy of its replacement's spec that remembers what it stands in for, so the
+request is served, billed and limited as the replacement, and the response says so.
 """
 
 from __future__ import annotations
 
+import time
 import tomllib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -38,7 +43,7 @@ class DeployedVersion:
 
 
 class Catalog:
-    def __init__(self, specs: list[ModelSpec]) -> None:
+    def __init__(self, specs: list[ModelSpec], clock: Callable[[], float] = time.time) -> None:
         names = [s.name for s in specs]
         duplicates = {n for n in names if names.count(n) > 1}
         if duplicates:
@@ -46,6 +51,36 @@ class Catalog:
         self._specs = {s.name: s for s in specs}
         self._deployed: dict[str, DeployedVersion] = {}
         self._versions: dict[str, list[DeployedVersion]] = {}  # full name → by version
+        # Unix seconds now; tests move it. Read only for deprecated models.
+        self.clock = clock
+        # Deprecated name → (its sunset in unix seconds, the replacement standing in for it).
+        self._sunsets = {
+            s.name: (s.deprecated_at.timestamp(), self._replacement(s))
+            for s in specs
+            if s.deprecated_at is not None
+        }
+
+    def _replacement(self, spec: ModelSpec) -> ModelSpec:
+        """The replacement of a deprecated model: declared here, same task, not deprecated
+        itself (no chains, so no cycles)."""
+        replacement = self._specs.get(spec.replacement or "")
+        where = f"model {spec.name!r}: replacement {spec.replacement!r}"
+        if replacement is None or replacement is spec:
+            raise ValueError(f"{where} is not another model of this catalog")
+        if replacement.task != spec.task:
+            raise ValueError(f"{where} is a {replacement.task} model, not {spec.task}")
+        if replacement.deprecated_at is not None:
+            raise ValueError(f"{where} is deprecated itself; name the final model")
+        return replacement.standing_in_for(spec)
+
+    def deprecated(self) -> list[ModelSpec]:
+        """The built-in models with a deprecation date."""
+        return [self._specs[name] for name in self._sunsets]
+
+    def _current(self, spec: ModelSpec) -> ModelSpec:
+        """A deprecated model itself before its date, its replacement from then on."""
+        sunset, stand_in = self._sunsets[spec.name]
+        return stand_in if self.clock() >= sunset else spec
 
     def publish(self, versions: Iterable[DeployedVersion]) -> None:
         """Replace the deployed versions (not deleted ones) with a new snapshot."""
@@ -89,7 +124,7 @@ class Catalog:
         are found only for their own account."""
         spec = self._specs.get(model)
         if spec is not None:
-            return spec
+            return spec if spec.deprecated_at is None else self._current(spec)
         if model.startswith(DEPLOY_ID_PREFIX):
             found = self._deployed.get(model[len(DEPLOY_ID_PREFIX) :])
             return found.spec if found and found.spec.account_id == account_id else None
@@ -103,7 +138,7 @@ class Catalog:
             return None
         spec = self._specs.get(name)
         if spec is not None:
-            return spec
+            return spec if spec.deprecated_at is None else self._current(spec)
         for candidate in self._versions.get(name, ()):
             if str(candidate.spec.version) == version:
                 return candidate.spec if candidate.spec.account_id == account_id else None

@@ -11,6 +11,8 @@ from inferd.control.reconciler import Reconciler
 from inferd.control.registry import Registry
 from inferd.runtime import Runtime
 from inferd.store.db import Database
+from inferd.weights import hub
+from inferd.weights.lora import adapter_base_model
 
 # Owners of built-in models no account may take (the catalog's own owners are added).
 RESERVED_OWNERS = {"inferd", "admin", "deploy", "v1", "models"}
@@ -31,12 +33,37 @@ class ControlPlane:
         self.registry = Registry(db, vault, self.pools, settings.gpu_quota, reserved)
         self.reconciler = Reconciler(settings, self.registry, runtime, catalog, self.pools, ledger)
         self.runtime = runtime
+        self.catalog = catalog
+        self.settings = settings
 
     async def start(self) -> None:
         await self.reconciler.start()
 
     async def close(self) -> None:
         await self.reconciler.close()
+
+    def adapter_source(self, repo: str, token: str | None) -> tuple[str, str]:
+        """(commit, base model) of a PEFT adapter repository; ValueError with a reason a
+        user understands when it cannot be used here. Blocking (hub requests)."""
+        endpoint = self.settings.hf_endpoint
+        try:
+            commit = hub.resolve_commit(repo, None, token, endpoint)
+            folder = hub.fetch(
+                repo, commit, token, endpoint=endpoint, dest_root=self.settings.model_cache / "hub"
+            )
+            if hub.repo_kind(folder) != "lora":
+                raise ValueError(f"`{repo}` is not a PEFT LoRA adapter (adapter_config.json).")
+        except hub.FetchError as exc:
+            raise ValueError(exc.reason) from None
+        base = adapter_base_model(folder)
+        spec = self.catalog.find(base)
+        if spec is None or spec.deploy_id is not None or "lora" not in spec.tags:
+            takes = [s.name for s in self.catalog if "lora" in s.tags]
+            raise ValueError(
+                f"The adapter's base model `{base}` does not take adapters here; "
+                f"these do: {', '.join(takes) or 'none'}."
+            )
+        return commit, spec.name
 
     def used_gpus(self) -> dict[str, int]:
         """GPUs (CPU slots) held by this process's running instances, per pool."""

@@ -32,8 +32,11 @@ from inferd.control.pools import Pools, UnknownPool
 from inferd.control.registry import Registry, VersionConfig, VersionRecord
 from inferd.control.uptime import UptimeMeter
 from inferd.runtime import Runtime
+from inferd.runtime.backend import AdapterError
 from inferd.runtime.deployment import Deployment
 from inferd.weights import hub
+from inferd.weights.lora import converted_adapter
+from inferd.weights.resolve import resolve_weights
 
 log = logging.getLogger("inferd.control")
 
@@ -64,6 +67,7 @@ class Reconciler:
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self._scale: dict[str, ScaleState] = {}
+        self._adapters: set[str] = set()  # deploy_ids of adapters loaded into their base
         self.meter = UptimeMeter(ledger, settings.uptime_flush_s)
 
     async def start(self) -> None:
@@ -112,7 +116,13 @@ class Reconciler:
         for key, deployment in list(self.runtime.deployments.items()):
             if deployment.spec.deploy_id is not None and key not in live:
                 await self.runtime.remove(key)
+        self._adapters &= live
         self.meter.flush()
+        await self.publish()
+
+    async def publish(self) -> None:
+        """Give the catalog the versions as the database has them now: after every status
+        this process writes, and after a user's change, so requests see it at once."""
         records = await asyncio.to_thread(self.registry.live)
         self.catalog.publish(
             DeployedVersion(
@@ -125,6 +135,9 @@ class Reconciler:
         )
 
     async def _converge(self, record: VersionRecord) -> None:
+        if record.config.kind == "lora":
+            await self._converge_adapter(record)
+            return
         deploy_id = record.deploy_id
         if record.desired in ("stopped", "deleted"):
             self._cancel_prepare(deploy_id)
@@ -149,6 +162,66 @@ class Reconciler:
         self._meter(record, deployment)
         if record.status == "running":
             await self._autoscale(record, deployment)
+
+    async def _converge_adapter(self, record: VersionRecord) -> None:
+        """A LoRA adapter lives in its base model's replicas: loaded into the running workers
+        (no restart, no copy of the base), unloaded when stopped or deleted."""
+        deploy_id = record.deploy_id
+        base = self.runtime.deployments.get(record.config.base_model or "")
+        if record.desired in ("stopped", "deleted"):
+            self._cancel_prepare(deploy_id)
+            if deploy_id in self._adapters and base is not None:
+                with contextlib.suppress(Exception):  # a base that lost it holds nothing
+                    await base.unload_adapter(deploy_id)
+            self._adapters.discard(deploy_id)
+            await self._status(record, record.desired)
+            return
+        if record.status == "failed" or deploy_id in self._preparing:
+            return
+        if deploy_id not in self._adapters:
+            self._preparing[deploy_id] = asyncio.create_task(
+                self._load_adapter(record), name=f"adapter-{deploy_id}"
+            )
+
+    async def _load_adapter(self, record: VersionRecord) -> None:
+        deploy_id, config = record.deploy_id, record.config
+        try:
+            base_spec = self.catalog.find(config.base_model or "")
+            base = self.runtime.deployments.get(config.base_model or "")
+            if base_spec is None or base is None or base_spec.weights is None:
+                raise hub.FetchError(f"The base model `{config.base_model}` is not served here.")
+            token = await asyncio.to_thread(self.registry.token, deploy_id)
+            folder = await asyncio.to_thread(
+                hub.fetch,
+                config.repo,
+                config.commit or "",
+                token,
+                endpoint=self.settings.hf_endpoint,
+                dest_root=self.settings.model_cache / "hub",
+            )
+            await self._status(record, "deploying", only_from=("initializing", "deploying"))
+            base_gguf = await asyncio.to_thread(resolve_weights, base_spec.weights)
+            try:
+                path = await asyncio.to_thread(converted_adapter, folder, base_gguf)
+            except ValueError as exc:  # the converter's reasons are written for users
+                raise hub.FetchError(str(exc)) from None
+            await base.load_adapter(deploy_id, str(path))
+            self._adapters.add(deploy_id)
+            await self._status(record, "running", only_from=("deploying", "running"))
+        except hub.FetchError as exc:
+            await self._status(record, "failed", exc.reason)
+        except AdapterError as exc:
+            await self._status(record, "failed", exc.failed.message)
+        except Exception as exc:
+            log.error(
+                "adapter failed", extra={"model": record.full_name, "error": type(exc).__name__}
+            )
+            await self._status(
+                record, "failed", f"Could not load the adapter: {type(exc).__name__}."
+            )
+        finally:
+            self._preparing.pop(deploy_id, None)
+            self.poke()
 
     async def _autoscale(self, record: VersionRecord, deployment: Deployment) -> None:
         now = time.monotonic()
@@ -244,6 +317,23 @@ class Reconciler:
         """The runtime's spec of a version; `folder` is its downloaded repository (None
         when only naming it for the catalog)."""
         config = record.config
+        if config.kind == "lora":
+            base = self.catalog.find(config.base_model or "")
+            return ModelSpec(
+                name=record.full_name,
+                task="text-generation",
+                engine="llm",
+                weights=Weights(folder="."),
+                context_length=base.context_length if base else 2048,
+                price=base.price if base else Price(),  # per token, at the base's price
+                tags=base.tags if base else LLM_TAGS,
+                description=f"{record.full_name}: LoRA adapter {config.repo} on "
+                f"{config.base_model}.",
+                deploy_id=record.deploy_id,
+                account_id=record.account_id,
+                version=record.version,
+                adapter_of=config.base_model,
+            )
         weights = None
         backend = "llamacpp"
         options: dict = {}
@@ -301,6 +391,7 @@ class Reconciler:
             only_from=only_from,
         )
         if changed:
+            await self.publish()
             log.info(
                 "deployment status",
                 extra={

@@ -129,8 +129,9 @@ class Registry:
                     "invalid_parameter",
                     "model_name",
                 )
-            self._check_pool(config)
-            self._check_quota(s, account, config.num_gpus * settings.max_instances, None)
+            if config.kind == "llm":  # an adapter runs on its base's replicas: no GPUs
+                self._check_pool(config)
+                self._check_quota(s, account, config.num_gpus * settings.max_instances, None)
             full_name = f"{owner}/{name}"
             deployment = s.scalar(select(Deployment).where(Deployment.full_name == full_name))
             if deployment is None:
@@ -181,6 +182,13 @@ class Registry:
             account = self._lock_account(s, account_id)
             row, deployment = self._own(s, account_id, deploy_id)
             config = VersionConfig.model_validate_json(row.config)
+            if config.kind != "llm":
+                raise DeployError(
+                    400,
+                    "A LoRA adapter runs on its base model's instances; it has no settings.",
+                    "invalid_parameter",
+                    "settings",
+                )
             self._check_quota(s, account, config.num_gpus * settings.max_instances, deploy_id)
             row.settings = settings.model_dump_json()
             row.updated_at = datetime.now(UTC)
@@ -192,8 +200,8 @@ class Registry:
         with self.db.session() as s, s.begin():
             account = self._lock_account(s, account_id)
             row, deployment = self._own(s, account_id, deploy_id)
-            if desired == "running" and row.desired != "running":
-                config = VersionConfig.model_validate_json(row.config)
+            config = VersionConfig.model_validate_json(row.config)
+            if desired == "running" and row.desired != "running" and config.kind == "llm":
                 settings = ScaleSettings.model_validate_json(row.settings)
                 self._check_quota(s, account, config.num_gpus * settings.max_instances, deploy_id)
             if desired == "running" and row.status in ("stopped", "failed"):
@@ -223,6 +231,25 @@ class Registry:
             else:
                 query = query.where(DeploymentVersion.status != "deleted")
             return [_record(row, dep) for row, dep in s.execute(query)]
+
+    def by_name(self, account_id: str, full_name: str) -> list[VersionRecord]:
+        """The live versions of one of the account's deployments, by its full name."""
+        with self.db.session() as s:
+            query = (
+                select(DeploymentVersion, Deployment)
+                .join(Deployment, Deployment.id == DeploymentVersion.deployment_id)
+                .where(Deployment.account_id == account_id, Deployment.full_name == full_name)
+                .where(DeploymentVersion.status != "deleted")
+            )
+            return [_record(row, dep) for row, dep in s.execute(query)]
+
+    def owner_of(self, account_id: str) -> str:
+        """The owner prefix of the account's models (its name), checked as for a create."""
+        with self.db.session() as s:
+            account = s.get(Account, account_id)
+            if account is None:
+                raise DeployError(404, "No such account.", "not_found")
+            return self._owner(account)
 
     def live(self) -> list[VersionRecord]:
         """Every version not yet deleted, for the reconciler (all accounts)."""

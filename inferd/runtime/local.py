@@ -40,6 +40,7 @@ from inferd.runtime.call import WORKER_LOST, Call
 from inferd.worker.protocol import (
     Adapter,
     Cancel,
+    Control,
     FrameBuffer,
     FrameTooLarge,
     Reply,
@@ -109,7 +110,12 @@ class LocalReplica(Replica):
         return call
 
     def _send(self, frame: bytes) -> None:
-        # Frames queued in one event-loop turn leave in one write (one syscall under load).
+        # A lone request (nothing else in flight) leaves at once: a loop turn of latency saved.
+        # Under load, frames queued in one event-loop turn leave in one write (one syscall).
+        if not self._outbox and len(self._pending) <= 1:
+            if self._writer is not None and not self._writer.is_closing():
+                self._writer.write(frame)
+            return
         if not self._outbox:
             asyncio.get_running_loop().call_soon(self._flush)
         self._outbox.append(frame)
@@ -248,16 +254,19 @@ class LocalReplica(Replica):
             await self.process.wait()
 
     def _on_message(self, message: ToGateway) -> None:
-        if not isinstance(message, Reply):
+        if isinstance(message, Control):
             self._control(message.event)
             return
         call = self._pending.get(message.id)
         if call is None:
             return  # cancelled meanwhile
-        event = message.event
-        if isinstance(event, TERMINAL):
-            del self._pending[message.id]
-        call.deliver(event)
+        events = [message.event] if isinstance(message, Reply) else message.events
+        for event in events:
+            if isinstance(event, TERMINAL):
+                del self._pending[message.id]
+                call.deliver(event)
+                return  # nothing follows a terminal event
+            call.deliver(event)
 
     def _control(self, event: ControlEvent) -> None:
         if isinstance(event, Ready):

@@ -43,6 +43,10 @@ class RequestMeta:
     completion_tokens: int | None = None
     cost: float | None = None
     finish_reason: str | None = None
+    # A deprecated model was asked for: its sunset moment and replacement (the response
+    # carries `Deprecation` and `Sunset`), and past that moment the model that served.
+    deprecation: tuple[datetime, str] | None = None
+    served_by: str | None = None
 
 
 @dataclass(slots=True)
@@ -57,6 +61,16 @@ class Admission:
     started: float = field(default_factory=time.perf_counter)
     started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     finished: bool = False
+
+    def __post_init__(self) -> None:
+        # Every admitted request passes here, whether the API resolved the model or a job
+        # passed a string: one place to note a deprecated model for the response's headers.
+        spec = self.spec
+        if spec.deprecated_at is not None:
+            self.meta.deprecation = (spec.deprecated_at, spec.replacement or "")
+        elif (deprecated := spec.stands_in_for) is not None and deprecated.deprecated_at:
+            self.meta.deprecation = (deprecated.deprecated_at, spec.name)
+            self.meta.served_by = spec.name
 
     async def finish(
         self, status: int, prompt_tokens: int = 0, completion_tokens: int = 0, cost: float = 0.0

@@ -8,6 +8,7 @@ from __future__ import annotations
 import time
 from typing import TypeVar
 
+import msgspec
 from redis.exceptions import RedisError
 
 from inferd import metrics
@@ -104,7 +105,10 @@ class Serving:
             spec = self.catalog.resolve(model, principal.account_id)
         except ModelNotFound as exc:
             raise RequestError(404, str(exc), code="model_not_found", param="model") from None
-        if not principal.allows(spec.name):
+        if not principal.allows(spec.name) and not (
+            # A token allowed the deprecated model keeps working once its replacement serves.
+            spec.stands_in_for is not None and principal.allows(spec.stands_in_for.name)
+        ):
             raise RequestError(
                 403,
                 f"This token may not use the model `{spec.name}`.",
@@ -143,7 +147,7 @@ class Serving:
             )
 
     def info(self, spec: ModelSpec) -> ModelInfo | None:
-        return self.runtime.info(spec.key)
+        return self.runtime.info(spec.runtime_key)
 
     def features(self, spec: ModelSpec) -> list[str]:
         """The catalog's tags plus what the loaded engine reports it can do."""
@@ -212,14 +216,16 @@ class Serving:
     async def submit(self, admission: Admission, request: InferenceRequest) -> Call:
         spec = admission.spec
         deployed = self.catalog.deployed(spec.key) if spec.deploy_id is not None else None
+        if spec.adapter_of is not None and isinstance(request, Generate):
+            request = msgspec.structs.replace(request, adapter=spec.deploy_id)
         try:
             if deployed is None:
-                return await self.runtime.submit(spec.key, request)
+                return await self.runtime.submit(spec.runtime_key, request)
             # Held while an instance starts, up to the deployment's cold-start timeout counted
             # from the request's arrival; then 429, so the client retries later.
             waited = time.perf_counter() - admission.started
             timeout = max(0.0, deployed.cold_start_s - waited)
-            return await self.runtime.submit(spec.key, request, timeout)
+            return await self.runtime.submit(spec.runtime_key, request, timeout)
         except ModelUnavailable as exc:
             if deployed is not None:
                 raise RequestError(

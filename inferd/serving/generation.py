@@ -58,27 +58,36 @@ class Generation:
         """Tokens as they are generated."""
         call = self.call
         while not call.finished:
-            event = await call.next()
-            if isinstance(event, Tokens):
-                items = event.items
-                self.text_parts.extend(item.text for item in items)
-                self.completion_tokens += len(items)  # the exact count arrives with Finished
+            items = self._take(await call.next())
+            if items:
                 yield items
-            elif isinstance(event, PromptScores):
-                self.prompt_items = event.items
-            elif isinstance(event, Finished):
-                self.finish_reason = event.finish_reason
-                self.completion_tokens = event.completion_tokens
-                self.last_token = event.last_token
-                return
-            elif isinstance(event, Failed):
-                raise GenerationFailed(from_failed(event))
 
     async def collect(self) -> list[Token]:
+        # No async generator: a non-streaming answer is most requests, and this is their loop.
         collected: list[Token] = []
-        async for items in self.items():
-            collected.extend(items)
+        call = self.call
+        while not call.finished:
+            items = self._take(await call.next())
+            if items:
+                collected.extend(items)
         return collected
+
+    def _take(self, event: object) -> list[Token] | None:
+        """Account one event; the tokens it carries, if any."""
+        if isinstance(event, Tokens):
+            items = event.items
+            self.text_parts.extend(item.text for item in items)
+            self.completion_tokens += len(items)  # the exact count arrives with Finished
+            return items
+        if isinstance(event, PromptScores):
+            self.prompt_items = event.items
+        elif isinstance(event, Finished):
+            self.finish_reason = event.finish_reason
+            self.completion_tokens = event.completion_tokens
+            self.last_token = event.last_token
+        elif isinstance(event, Failed):
+            raise GenerationFailed(from_failed(event))
+        return None
 
     @property
     def text(self) -> str:

@@ -37,6 +37,8 @@ class Account(Base):
     spending_limit: Mapped[float | None] = mapped_column(Float, nullable=True)
     # GPUs its deployments may hold (sum of max_instances x num_gpus); None: the server default.
     gpu_quota: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # Where the operator's notices go (a model's deprecation); None: none are sent.
+    email: Mapped[str | None] = mapped_column(String(254), nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
@@ -116,3 +118,16 @@ class DeploymentVersion(Base):
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), default=utcnow, index=True
     )
+
+
+class DeprecationNotice(Base):
+    """One deprecation email to one account, written before it is sent: the unique pair makes
+    every gateway, and every restart, send it at most once."""
+
+    __tablename__ = "deprecation_notices"
+    __table_args__ = (UniqueConstraint("model", "account_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    model: Mapped[str] = mapped_column(String(300))
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
+    sent_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

@@ -25,6 +25,7 @@ from inferd.worker.protocol import (
     Control,
     FrameBuffer,
     FrameTooLarge,
+    Replies,
     Reply,
     Submit,
     ToGateway,
@@ -43,6 +44,8 @@ def _encode(message: ToGateway) -> bytes:
     try:
         return encode(message)
     except (TypeError, NotImplementedError, OverflowError) as exc:
+        if isinstance(message, Replies):  # keep the events before the bad one
+            return b"".join(_encode(Reply(message.id, event)) for event in message.events)
         if not isinstance(message, Reply):
             raise
         failed = Failed(
@@ -51,6 +54,25 @@ def _encode(message: ToGateway) -> bytes:
             message=f"The model's output could not be sent ({type(exc).__name__}).",
         )
         return encode(Reply(message.id, failed))
+
+
+def _frames(messages: list[ToGateway]) -> bytes:
+    """The messages as frames, consecutive replies to one call merged into one frame."""
+    merged: list[ToGateway] = []
+    for message in messages:
+        last = merged[-1] if merged else None
+        if (
+            isinstance(message, Reply)
+            and isinstance(last, Reply | Replies)
+            and last.id == message.id
+        ):
+            if isinstance(last, Reply):
+                merged[-1] = Replies(last.id, [last.event, message.event])
+            else:
+                last.events.append(message.event)
+            continue
+        merged.append(message)
+    return b"".join(_encode(m) for m in merged)
 
 
 class Channel:
@@ -70,14 +92,14 @@ class Channel:
         self._out: queue.SimpleQueue[ToGateway | None] = queue.SimpleQueue()
         self._send_lock = threading.Lock()
         self._serving_thread = threading.get_ident()
-        self._inline: list[bytes] | None = None  # the serving thread's batch, while it runs
+        self._inline: list[ToGateway] | None = None  # the serving thread's batch, while it runs
         self._writer = threading.Thread(target=self._write_loop, name="channel-writer", daemon=True)
         self._writer.start()
 
     def send(self, message: ToGateway) -> None:
         inline = self._inline
         if inline is not None and threading.get_ident() == self._serving_thread:
-            inline.append(_encode(message))
+            inline.append(message)
         else:
             self._out.put(message)
 
@@ -86,7 +108,7 @@ class Channel:
             frame = self._out.get()
             if frame is None:
                 return
-            frames = [_encode(frame)]
+            messages = [frame]
             while True:
                 try:
                     more = self._out.get_nowait()
@@ -95,13 +117,14 @@ class Channel:
                 if more is None:
                     self._out.put(None)
                     break
-                frames.append(_encode(more))
+                messages.append(more)
+            data = _frames(messages)
             with self._send_lock:
-                self._sendall(frames)
+                self._sendall(data)
 
-    def _sendall(self, frames: list[bytes]) -> None:
+    def _sendall(self, data: bytes) -> None:
         try:
-            self.sock.sendall(b"".join(frames))
+            self.sock.sendall(data)
         except OSError:
             os._exit(0)  # the gateway is gone; nobody is left to answer
 
@@ -141,7 +164,7 @@ class Channel:
                 finally:
                     inline, self._inline = self._inline, None
                     if inline:
-                        self._sendall(inline)
+                        self._sendall(_frames(inline))
 
 
 def serve(fd: int, spec: ModelSpec) -> None:

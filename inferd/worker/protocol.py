@@ -6,7 +6,8 @@ types are `inferd.requests`). Bytes (images, audio, embeddings) travel as msgpac
 - gateway → worker: `Submit` (a call id and an `InferenceRequest`), `Cancel`, or `Adapter` (a
   call id and a `LoadAdapter` / `UnloadAdapter` command, answered like a request: one terminal
   `AdapterLoaded` / `AdapterUnloaded` / `Failed` event under that id).
-- worker → gateway: `Reply` (a call id and an `Event`) or `Control` (`Ready`, `Fatal`).
+- worker → gateway: `Reply` (a call id and an `Event`), `Replies` (a call id and several
+  events in order) or `Control` (`Ready`, `Fatal`).
 """
 
 from __future__ import annotations
@@ -49,12 +50,20 @@ class Reply(Struct, tag="reply", array_like=True):
     event: Event
 
 
+class Replies(Struct, tag="replies", array_like=True):
+    """Consecutive events of one call in one frame (a unary answer is Started, Tokens and
+    Finished at once): one decode and one dispatch instead of three."""
+
+    id: str
+    events: list[Event]
+
+
 class Control(Struct, tag="control", array_like=True):
     event: ControlEvent
 
 
 ToWorker = Submit | Cancel | Adapter
-ToGateway = Reply | Control
+ToGateway = Reply | Replies | Control
 
 
 def _builtin(value: object) -> object:

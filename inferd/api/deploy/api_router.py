@@ -8,6 +8,7 @@ from inferd.api.deploy import serving
 from inferd.api.deploy.protocol import (
     DeployListQuery,
     DeployLLM,
+    DeployLora,
     DeployObject,
     DeployUpdate,
     GpuAvailability,
@@ -18,6 +19,34 @@ DEPLOY_ID = {"deploy_id": "The version's id (from the deploy object)."}
 OBJECT = {JSON: DeployObject}
 
 routes = [
+    Endpoint(
+        "/lora-model",
+        serving.deploy_lora,
+        "POST",
+        summary="Deploy a LoRA adapter",
+        description="The adapter (a PEFT repository on the hub) runs on its base model's "
+        "instances; the base comes from its `adapter_config.json` and must take adapters.",
+        body={JSON: DeployLora},
+        responses={200: Reply("The deploy object (`type: lora`).", OBJECT)},
+        errors=(403, 409),
+    ),
+    Endpoint(
+        "/models/lora/list",
+        serving.lora_list,
+        "GET",
+        summary="List your LoRA adapters",
+        responses={200: Reply("Their deploy objects.", {JSON: list[DeployObject]})},
+        errors=(403,),
+    ),
+    Endpoint(
+        "/lora-model/{name:path}",
+        serving.lora_delete,
+        "DELETE",
+        params={"name": "The adapter's name, with or without your owner prefix."},
+        summary="Delete a LoRA adapter",
+        responses={200: Reply("Its versions, now deleted.", {JSON: list[DeployObject]})},
+        errors=(403, 404),
+    ),
     Endpoint(
         "/deploy/llm",
         serving.deploy_llm,

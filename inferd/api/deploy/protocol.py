@@ -75,7 +75,8 @@ class DeployObject(TypedDict):
     deploy_id: str
     model_name: str
     version: int
-    type: str
+    type: str  # llm | lora
+    base_model: str | None  # a LoRA's base model
     task: str
     status: str
     fail_reason: str | None
@@ -96,3 +97,15 @@ class GpuConfig(TypedDict):
 
 class GpuAvailability(TypedDict):
     gpus: list[GpuConfig]
+
+
+class DeployLora(_Body):
+    lora_model_name: str = Field(
+        min_length=1, max_length=200, description="Prefixed by your owner unless it starts with it."
+    )
+    hf_model_name: str = Field(
+        min_length=3, max_length=200, description="The PEFT adapter's repository on the hub."
+    )
+    hf_token: str | None = Field(
+        default=None, max_length=1000, description="For a private adapter; write-only."
+    )

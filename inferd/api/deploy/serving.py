@@ -11,6 +11,7 @@ from starlette.responses import Response
 from inferd.api.deploy.protocol import (
     DeployListQuery,
     DeployLLM,
+    DeployLora,
     DeployObject,
     DeploySettings,
     DeployUpdate,
@@ -66,6 +67,7 @@ def render(control: ControlPlane, record: VersionRecord) -> DeployObject:
         "model_name": record.full_name,
         "version": record.version,
         "type": config.kind,
+        "base_model": config.base_model,
         "task": "text-generation",
         "status": record.status,
         "fail_reason": record.fail_reason,
@@ -105,6 +107,7 @@ async def deploy_llm(request: Request) -> Response:
         _settings(body.settings),
         body.hf.token,
     )
+    await control.reconciler.publish()
     control.reconciler.poke()
     return JSONResponse(render(control, record))
 
@@ -136,6 +139,7 @@ async def deploy_update(request: Request) -> Response:
     record = await _call(
         control.registry.update_settings, principal.account_id, deploy_id, settings
     )
+    await control.reconciler.publish()
     control.reconciler.poke()
     return JSONResponse(render(control, record))
 
@@ -146,6 +150,7 @@ async def _set_desired(request: Request, desired: str) -> Response:
     record = await _call(
         control.registry.set_desired, principal.account_id, _deploy_id(request), desired
     )
+    await control.reconciler.publish()
     control.reconciler.poke()
     return JSONResponse(render(control, record))
 
@@ -180,6 +185,76 @@ async def gpu_availability(request: Request) -> Response:
             ]
         }
     )
+
+
+async def deploy_lora(request: Request) -> Response:
+    """Register a LoRA adapter on a base model this server serves (its adapter_config.json
+    names it); it is loaded into the base's running replicas."""
+    principal = await _owner(request)
+    gateway = _gateway(request)
+    control = _control(gateway)
+    body = await gateway.read_json(request, DeployLora)
+    owner = await _call(control.registry.owner_of, principal.account_id)
+    name = body.lora_model_name
+    if "/" in name and not name.startswith(owner + "/"):
+        raise APIError(
+            400,
+            f"`lora_model_name` must be a name, or start with your owner `{owner}/`.",
+            code="invalid_parameter",
+            param="lora_model_name",
+        )
+    try:
+        commit, base = await asyncio.to_thread(
+            control.adapter_source, body.hf_model_name, body.hf_token
+        )
+    except ValueError as exc:
+        raise APIError(400, str(exc), code="invalid_adapter", param="hf_model_name") from None
+    config = VersionConfig(
+        kind="lora",
+        gpu="shared",
+        num_gpus=0,
+        max_batch_size=1,
+        repo=body.hf_model_name,
+        commit=commit,
+        base_model=base,
+    )
+    record = await _call(
+        control.registry.create,
+        principal.account_id,
+        name,
+        config,
+        ScaleSettings(),
+        body.hf_token,
+    )
+    await control.reconciler.publish()
+    control.reconciler.poke()
+    return JSONResponse(render(control, record))
+
+
+async def lora_list(request: Request) -> Response:
+    principal = await _owner(request)
+    control = _control(_gateway(request))
+    records = await _call(control.registry.list, principal.account_id, None)
+    return JSONResponse([render(control, r) for r in records if r.config.kind == "lora"])
+
+
+async def lora_delete(request: Request) -> Response:
+    principal = await _owner(request)
+    control = _control(_gateway(request))
+    owner = await _call(control.registry.owner_of, principal.account_id)
+    name = request.path_params["name"]
+    full_name = name if name.startswith(owner + "/") else f"{owner}/{name}"
+    records = await _call(control.registry.by_name, principal.account_id, full_name)
+    adapters = [r for r in records if r.config.kind == "lora"]
+    if not adapters:
+        raise APIError(404, f"No LoRA model `{full_name}`.", code="not_found", param="name")
+    deleted = [
+        await _call(control.registry.set_desired, principal.account_id, r.deploy_id, "deleted")
+        for r in adapters
+    ]
+    await control.reconciler.publish()
+    control.reconciler.poke()
+    return JSONResponse([render(control, r) for r in deleted])
 
 
 def _deploy_id(request: Request) -> str:

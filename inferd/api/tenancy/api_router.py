@@ -14,8 +14,10 @@ from inferd.api.tenancy.protocol import (
     CreateScopedJwt,
     DecodeScopedJwtQuery,
     DeletedApiToken,
+    Me,
     ScopedJwt,
     ScopedJwtClaims,
+    UpdateMe,
     UsageQuery,
     UsageSummary,
 )
@@ -38,6 +40,17 @@ routes = [
         summary="List accounts (admin)",
         responses={200: Reply("Every account.", {JSON: list[Account]})},
         errors=(403,),
+    ),
+    Endpoint(
+        "/v1/me",
+        serving.update_me,
+        "PUT",
+        summary="Set this account's contact email",
+        description="Where the operator's notices go, such as a model's deprecation date; "
+        "`null` removes it. Needs an API key, not a scoped JWT.",
+        body={JSON: UpdateMe},
+        responses={200: Reply("The account.", {JSON: Me})},
+        errors=(403, 404),
     ),
     Endpoint(
         "/v1/api-tokens",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import NotRequired
+from typing import Annotated, NotRequired
 
 from pydantic import BaseModel, ConfigDict, Field
 from typing_extensions import TypedDict
@@ -12,11 +12,26 @@ class _Body(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
 
+# An address's shape (local@domain), not whether it exists; nothing that could break a header.
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
+EMAIL = rf"^[A-Za-z0-9.!#$%&'*+/=?^_`{{|}}~-]+@{_LABEL}(?:\.{_LABEL})*$"
+Email = Annotated[str, Field(max_length=254, pattern=EMAIL)]
+
+
 class CreateAccount(_Body):
     name: str = Field(min_length=1, max_length=200)
     concurrency_limit: int | None = Field(default=None, ge=1, le=100_000)
     spending_limit: float | None = Field(default=None, ge=0)
     is_admin: bool = False
+    email: Email | None = Field(
+        default=None, description="Contact email for the operator's notices (deprecations)."
+    )
+
+
+class UpdateMe(_Body):
+    email: Email | None = Field(
+        description="Contact email for the operator's notices (deprecations); `null` removes it."
+    )
 
 
 class CreateApiToken(_Body):
@@ -76,6 +91,13 @@ class Account(TypedDict):
     is_admin: bool
     concurrency_limit: int | None
     spending_limit: float | None
+    email: str | None
+
+
+class Me(TypedDict):
+    id: str
+    name: str
+    email: str | None
 
 
 class ApiToken(TypedDict):

@@ -1,4 +1,4 @@
-"""Handlers: /v1/accounts (admin), /v1/api-tokens, /v1/scoped-jwt, /v1/usage."""
+"""Handlers: /v1/accounts (admin), /v1/me, /v1/api-tokens, /v1/scoped-jwt, /v1/usage."""
 
 from __future__ import annotations
 
@@ -10,7 +10,12 @@ from starlette.responses import Response
 from inferd.api.errors import APIError
 from inferd.api.gateway import Gateway
 from inferd.api.responses import JSONResponse
-from inferd.api.tenancy.protocol import CreateAccount, CreateApiToken, CreateScopedJwt
+from inferd.api.tenancy.protocol import (
+    CreateAccount,
+    CreateApiToken,
+    CreateScopedJwt,
+    UpdateMe,
+)
 from inferd.auth import Principal
 from inferd.auth.accounts import FIRST_KEY, Conflict
 from inferd.auth.scoped_jwt import ScopedJwtError, inspect, mint
@@ -48,6 +53,7 @@ async def create_account(request: Request) -> Response:
             is_admin=body.is_admin,
             concurrency_limit=body.concurrency_limit,
             spending_limit=body.spending_limit,
+            email=body.email,
         )
         key = await asyncio.to_thread(accounts.create_key, account.id, FIRST_KEY)
     except Conflict as exc:
@@ -68,10 +74,23 @@ async def list_accounts(request: Request) -> Response:
                 "is_admin": a.is_admin,
                 "concurrency_limit": a.concurrency_limit,
                 "spending_limit": a.spending_limit,
+                "email": a.email,
             }
             for a in rows
         ]
     )
+
+
+async def update_me(request: Request) -> Response:
+    principal = await _key_holder(request)
+    gateway = _gateway(request)
+    body = await gateway.read_json(request, UpdateMe)
+    account = await asyncio.to_thread(
+        gateway.auth.accounts.set_email, principal.account_id, body.email
+    )
+    if account is None:
+        raise APIError(404, "This account no longer exists.", code="not_found")
+    return JSONResponse({"id": account.id, "name": account.name, "email": account.email})
 
 
 async def list_api_tokens(request: Request) -> Response:
