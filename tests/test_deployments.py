@@ -51,6 +51,7 @@ def deploy_server(tmp_path_factory: pytest.TempPathFactory, hub: HubDouble) -> I
         # $0.01 per instance-second, written every second: uptime billing in test time.
         "INFERD_CPU_POOL_USD_PER_HOUR": "36",
         "INFERD_UPTIME_FLUSH_S": "1",
+        "INFERD_CPU_POOL_SLOTS": "2",
     }
     srv = Server(root, env).start()
     yield srv
@@ -298,6 +299,22 @@ def wait_instances(client: httpx.Client, deploy_id: str, running: int, timeout: 
             return body
         time.sleep(0.1)
     raise TimeoutError(f"{deploy_id}: never {running} instances; last {body['instances']}")
+
+
+def test_runs_what_fits_and_says_so(alice: httpx.Client, cpu_pool: str) -> None:
+    """min_instances 3 on a pool of 2 slots: 2 run, the deploy object says why."""
+    body = deploy_body(cpu_pool, settings={"min_instances": 3, "max_instances": 3})
+    deploy_id = alice.post("/deploy/llm", json={**body, "model_name": "wide"}).json()["deploy_id"]
+    wait_status(alice, deploy_id, "running")
+    obj = wait_instances(alice, deploy_id, 2)
+    deadline = time.monotonic() + 10
+    while not obj["status_reason"] and time.monotonic() < deadline:
+        time.sleep(0.2)
+        obj = alice.get(f"/deploy/{deploy_id}").json()
+    assert "3 instances wanted; only 2 fit" in obj["status_reason"]
+    assert obj["instances"] == {"running": 2, "pending": 0}
+    assert alice.delete(f"/deploy/{deploy_id}").status_code == 200
+    wait_status_gone(alice, deploy_id)
 
 
 def test_uptime_is_billed_and_own_tokens_are_not(alice: httpx.Client) -> None:

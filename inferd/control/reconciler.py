@@ -68,6 +68,7 @@ class Reconciler:
         self._wake = asyncio.Event()
         self._scale: dict[str, ScaleState] = {}
         self._adapters: set[str] = set()  # deploy_ids of adapters loaded into their base
+        self.notes: dict[str, str] = {}  # deploy_id → why fewer instances run than wanted
         self.meter = UptimeMeter(ledger, settings.uptime_flush_s)
 
     async def start(self) -> None:
@@ -231,8 +232,18 @@ class Reconciler:
             deployment.load(), config.max_batch_size, settings, now - deployment.last_used
         )
         fits = self._fits(record, deployment)
+        if fits < max(wanted, settings.min_instances):
+            self.notes[record.deploy_id] = (
+                f"{max(wanted, settings.min_instances)} instances wanted; only {fits} fit in "
+                f"{config.gpu} now. Only running instances are billed."
+            )
+        else:
+            self.notes.pop(record.deploy_id, None)
         state = self._scale.setdefault(record.deploy_id, ScaleState())
-        target = decide(len(deployment.replicas), min(wanted, fits), settings, state, now)
+        if len(deployment.replicas) > fits:  # over the pool (it shrank, or others grew first)
+            target = fits
+        else:
+            target = decide(len(deployment.replicas), min(wanted, fits), settings, state, now)
         if target != len(deployment.replicas):
             log.info(
                 "scaling",
@@ -245,7 +256,7 @@ class Reconciler:
             self._meter(record, deployment)
             await deployment.scale_to(target)
 
-    def _fits(self, record: VersionRecord, deployment: Deployment) -> int:
+    def _fits(self, record: VersionRecord, deployment: Deployment | None) -> int:
         """Instances of this version the pool can hold next to this process's others."""
         pool = self.pools.get(record.config.gpu)
         held = 0
@@ -293,6 +304,9 @@ class Reconciler:
                 progress=progress,
             )
             spec = self._spec(record, folder)
+            # One instance at least (a broken model fails now), at most what the pool holds.
+            fits = self._fits(record, None)
+            spec = spec.model_copy(update={"replicas": max(1, min(spec.replicas, fits))})
             await self._status(
                 record, "deploying", only_from=("initializing", "downloading", "running")
             )

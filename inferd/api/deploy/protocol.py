@@ -80,6 +80,7 @@ class DeployObject(TypedDict):
     task: str
     status: str
     fail_reason: str | None
+    status_reason: str | None  # running, but fewer instances than wanted: why
     instances: Instances
     config: DeployConfig
     settings: dict[str, float]

@@ -71,6 +71,7 @@ def render(control: ControlPlane, record: VersionRecord) -> DeployObject:
         "task": "text-generation",
         "status": record.status,
         "fail_reason": record.fail_reason,
+        "status_reason": control.reconciler.notes.get(record.deploy_id),
         "instances": {"running": running, "pending": pending},
         "config": {
             "gpu": config.gpu,
