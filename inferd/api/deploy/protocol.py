@@ -62,6 +62,11 @@ class Instances(TypedDict):
     pending: int
 
 
+class Download(TypedDict):
+    bytes: int
+    total: int
+
+
 class DeployConfig(TypedDict):
     gpu: str
     num_gpus: int
@@ -82,6 +87,7 @@ class DeployObject(TypedDict):
     fail_reason: str | None
     status_reason: str | None  # running, but fewer instances than wanted: why
     instances: Instances
+    download: Download | None  # while weights download (in this gateway): bytes so far
     config: DeployConfig
     settings: dict[str, float]
     created_at: str

@@ -73,6 +73,7 @@ def render(control: ControlPlane, record: VersionRecord) -> DeployObject:
         "fail_reason": record.fail_reason,
         "status_reason": control.reconciler.notes.get(record.deploy_id),
         "instances": {"running": running, "pending": pending},
+        "download": _download(control, record.deploy_id),
         "config": {
             "gpu": config.gpu,
             "num_gpus": config.num_gpus,
@@ -85,6 +86,11 @@ def render(control: ControlPlane, record: VersionRecord) -> DeployObject:
         "created_at": record.created_at.isoformat(),
         "updated_at": record.updated_at.isoformat(),
     }
+
+
+def _download(control: ControlPlane, deploy_id: str) -> dict[str, int] | None:
+    progress = control.reconciler.progress.get(deploy_id)
+    return None if progress is None else {"bytes": progress[0], "total": progress[1]}
 
 
 async def deploy_llm(request: Request) -> Response:
