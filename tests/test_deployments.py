@@ -61,10 +61,10 @@ def deploy_server(tmp_path_factory: pytest.TempPathFactory, hub: HubDouble) -> I
     srv.stop()
 
 
-def account(server: Server, name: str) -> httpx.Client:
+def account(server: Server, name: str, **limits: float) -> httpx.Client:
     created = httpx.post(
         server.url + "/v1/accounts",
-        json={"name": name},
+        json={"name": name, **limits},
         headers={"Authorization": f"Bearer {ADMIN_KEY}"},
     )
     assert created.status_code == 200, created.text
@@ -412,3 +412,21 @@ def test_deploy_cli_follows_to_running_and_fails_with_the_reason(
 
 def key_of(client: httpx.Client) -> str:
     return client.headers["Authorization"].removeprefix("Bearer ")
+
+
+def test_spending_limit_stops_instances_and_refuses_with_402(
+    deploy_server: Server, cpu_pool: str
+) -> None:
+    """Uptime at $0.01 a second against a $0.03 limit: within seconds the deployment is at zero
+    instances and requests are refused with 402."""
+    with account(deploy_server, "carol", spending_limit=0.03) as carol:
+        deploy_id = carol.post(
+            "/deploy/llm", json={**deploy_body(cpu_pool), "model_name": "pricey"}
+        ).json()["deploy_id"]
+        wait_status(carol, deploy_id, "running")
+        stopped = wait_instances(carol, deploy_id, 0, timeout=60)
+        assert "spending limit" in (stopped["status_reason"] or "")
+        with pytest.raises(openai.APIStatusError) as refused:
+            chat(deploy_server, key_of(carol), "carol/pricey")
+        assert refused.value.status_code == 402
+        assert carol.delete(f"/deploy/{deploy_id}").status_code == 200

@@ -71,7 +71,7 @@ def create_app(
         revocations = Revocations(auth, redis, settings.redis_prefix)
         runtime = Runtime(catalog, backend, settings.model_ready_timeout_s)
         serving = Serving(settings, catalog, runtime, limiter, budget, ledger)
-        control = ControlPlane(settings, db, vault, runtime, catalog, ledger)
+        control = ControlPlane(settings, db, vault, runtime, catalog, ledger, budget)
         gateway = Gateway(settings, serving, auth, control)
         app.state.gateway = gateway
         app.state.revocations = revocations

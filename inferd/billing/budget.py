@@ -50,6 +50,14 @@ class Budget(ABC):
     @abstractmethod
     async def settle(self, reservation: Reservation, actual: float) -> None: ...
 
+    @abstractmethod
+    async def charge(self, scope_key: str, amount: float) -> None:
+        """Add a cost no request reserved (a deployment's uptime) to a scope's total."""
+
+    @abstractmethod
+    async def spent(self, scope_key: str) -> float:
+        """Settled plus reserved: what a new reservation is checked against."""
+
 
 def _refusal(scope: Scope, spent: float) -> OverBudget:
     return OverBudget(
@@ -92,6 +100,14 @@ class InProcessBudget(Budget):
         for scope in reservation.scopes:
             self._reserved[scope.key] -= reservation.amount
             self._settled[scope.key] += min(actual, reservation.amount)
+
+    async def charge(self, scope_key: str, amount: float) -> None:
+        await self._load(scope_key)
+        self._settled[scope_key] += amount
+
+    async def spent(self, scope_key: str) -> float:
+        await self._load(scope_key)
+        return self._settled[scope_key] + self._reserved.get(scope_key, 0.0)
 
 
 RESERVE = """
@@ -158,3 +174,12 @@ class RedisBudget(Budget):
             keys=[self._key(s.key) for s in reservation.scopes],
             args=[repr(reservation.amount), repr(min(actual, reservation.amount))],
         )
+
+    async def charge(self, scope_key: str, amount: float) -> None:
+        await self._load(scope_key)
+        await self.redis.hincrbyfloat(self._key(scope_key), "settled", amount)
+
+    async def spent(self, scope_key: str) -> float:
+        await self._load(scope_key)
+        settled, reserved = await self.redis.hmget(self._key(scope_key), "settled", "reserved")
+        return float(settled or 0) + float(reserved or 0)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from inferd.auth.keys import KeyVault
+from inferd.billing.budget import Budget
 from inferd.billing.ledger import UsageLedger
 from inferd.catalog import Catalog
 from inferd.config import Settings
@@ -27,11 +28,14 @@ class ControlPlane:
         runtime: Runtime,
         catalog: Catalog,
         ledger: UsageLedger,
+        budget: Budget,
     ) -> None:
         self.pools = Pools(settings)
         reserved = RESERVED_OWNERS | {spec.name.split("/", 1)[0] for spec in catalog}
         self.registry = Registry(db, vault, self.pools, settings.gpu_quota, reserved)
-        self.reconciler = Reconciler(settings, self.registry, runtime, catalog, self.pools, ledger)
+        self.reconciler = Reconciler(
+            settings, self.registry, runtime, catalog, self.pools, ledger, budget
+        )
         self.runtime = runtime
         self.catalog = catalog
         self.settings = settings

@@ -23,6 +23,7 @@ import logging
 import time
 from pathlib import Path
 
+from inferd.billing.budget import Budget
 from inferd.billing.ledger import UsageLedger
 from inferd.catalog import Catalog, DeployedVersion, ModelSpec
 from inferd.catalog.spec import Price, Weights
@@ -54,8 +55,10 @@ class Reconciler:
         catalog: Catalog,
         pools: Pools,
         ledger: UsageLedger,
+        budget: Budget,
     ) -> None:
         self.settings = settings
+        self.budget = budget
         self.registry = registry
         self.runtime = runtime
         self.catalog = catalog
@@ -69,6 +72,7 @@ class Reconciler:
         self._scale: dict[str, ScaleState] = {}
         self._adapters: set[str] = set()  # deploy_ids of adapters loaded into their base
         self.notes: dict[str, str] = {}  # deploy_id → why fewer instances run than wanted
+        self._over_budget: set[str] = set()  # accounts whose spending limit is used up
         self.meter = UptimeMeter(ledger, settings.uptime_flush_s)
 
     async def start(self) -> None:
@@ -90,7 +94,8 @@ class Reconciler:
                 self.meter.observe(
                     record_id, account_id, name, deployment, pool.usd_per_hour * config.num_gpus
                 )
-        self.meter.flush(force=True)
+        for account_id, cost in self.meter.flush(force=True):
+            await self.budget.charge(f"acct:{account_id}", cost)
 
     def poke(self) -> None:
         """Converge now (a user changed a deployment through this process)."""
@@ -111,6 +116,7 @@ class Reconciler:
         live = {r.deploy_id for r in records}
         self.configs = {r.deploy_id: r.config for r in records}
         self._accounts = {r.deploy_id: (r.account_id, r.full_name) for r in records}
+        await self._check_budgets({r.account_id for r in records if r.config.kind == "llm"})
         for record in records:
             await self._converge(record)
         # Replicas of versions deleted meanwhile (gone from the live list).
@@ -118,8 +124,19 @@ class Reconciler:
             if deployment.spec.deploy_id is not None and key not in live:
                 await self.runtime.remove(key)
         self._adapters &= live
-        self.meter.flush()
+        for account_id, cost in self.meter.flush():
+            await self.budget.charge(f"acct:{account_id}", cost)
         await self.publish()
+
+    async def _check_budgets(self, account_ids: set[str]) -> None:
+        """Accounts past their spending limit: their deployments go to zero instances and
+        requests are refused with 402 (by the request path's budget check)."""
+        limits = await asyncio.to_thread(self.registry.spending_limits, account_ids)
+        over = set()
+        for account_id, limit in limits.items():
+            if await self.budget.spent(f"acct:{account_id}") >= limit:
+                over.add(account_id)
+        self._over_budget = over
 
     async def publish(self) -> None:
         """Give the catalog the versions as the database has them now: after every status
@@ -227,6 +244,16 @@ class Reconciler:
     async def _autoscale(self, record: VersionRecord, deployment: Deployment) -> None:
         now = time.monotonic()
         settings, config = record.settings, record.config
+        if record.account_id in self._over_budget:
+            deployment.scale_from_zero = False
+            self.notes[record.deploy_id] = (
+                "The account's spending limit is used up: instances are stopped and new ones "
+                "refused (402) until the limit is raised."
+            )
+            if deployment.replicas:
+                self._meter(record, deployment)
+                await deployment.scale_to(0)
+            return
         deployment.scale_from_zero = True
         wanted = wanted_instances(
             deployment.load(), config.max_batch_size, settings, now - deployment.last_used

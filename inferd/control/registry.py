@@ -261,6 +261,18 @@ class Registry:
             )
             return [_record(row, dep) for row, dep in s.execute(query)]
 
+    def spending_limits(self, account_ids: set[str]) -> dict[str, float]:
+        """The spending limits of those accounts that have one."""
+        if not account_ids:
+            return {}
+        with self.db.session() as s:
+            rows = s.execute(
+                select(Account.id, Account.spending_limit).where(
+                    Account.id.in_(account_ids), Account.spending_limit.is_not(None)
+                )
+            )
+            return {account_id: float(limit) for account_id, limit in rows}
+
     def token(self, deploy_id: str) -> str | None:
         """The version's Hub token, decrypted for a download; never rendered."""
         with self.db.session() as s:

@@ -68,13 +68,16 @@ class UptimeMeter:
         period.seconds += seconds
         period.cost += seconds * usd_per_instance_hour / 3600.0
 
-    def flush(self, force: bool = False, now: float | None = None) -> None:
-        """Write the periods older than `flush_s` (all with `force`)."""
+    def flush(self, force: bool = False, now: float | None = None) -> list[tuple[str, float]]:
+        """Write the periods older than `flush_s` (all with `force`); (account, cost) of each,
+        for the budgets."""
         now = time.monotonic() if now is None else now
+        written = []
         for deploy_id, period in list(self._open.items()):
             if not force and now - period.since < self.flush_s:
                 continue
             del self._open[deploy_id]
+            written.append((period.account_id, period.cost))
             self.ledger.record(
                 UsageRecord(
                     request_id=f"uptime-{_PREFIX}-{next(_IDS):x}",
@@ -91,3 +94,4 @@ class UptimeMeter:
                     duration_ms=int(period.seconds * 1000),
                 )
             )
+        return written
