@@ -430,3 +430,51 @@ def test_spending_limit_stops_instances_and_refuses_with_402(
             chat(deploy_server, key_of(carol), "carol/pricey")
         assert refused.value.status_code == 402
         assert carol.delete(f"/deploy/{deploy_id}").status_code == 200
+
+
+def test_two_gateways_on_one_database_serve_a_deployment_with_one_status_writer(
+    tmp_path: Path, hub: HubDouble, cpu_pool: str
+) -> None:
+    """Several gateways share PostgreSQL: each runs its own instances of a deployment and
+    serves it; one of them (the lease holder) writes its status."""
+    from tests.test_tenancy import POSTGRES_URL, reset_postgres, services_available
+
+    if not services_available():
+        if os.environ.get("CI"):
+            pytest.fail("CI requires PostgreSQL on 127.0.0.1")
+        pytest.skip("PostgreSQL not reachable")
+    reset_postgres()
+    (tmp_path / "catalog.toml").write_text(NULL_CATALOG)
+    env = {
+        "INFERD_ADMIN_KEY": ADMIN_KEY,
+        "INFERD_CATALOG": str(tmp_path / "catalog.toml"),
+        "INFERD_DATABASE_URL": POSTGRES_URL,
+        "INFERD_HF_ENDPOINT": hub.url,
+        "INFERD_MODEL_CACHE": str(tmp_path / "models"),
+        "INFERD_RECONCILE_INTERVAL_S": "0.3",
+    }
+    first = Server(tmp_path / "a", env).start(timeout=60)
+    second = Server(tmp_path / "b", {**env, "INFERD_HOME": str(first.home)}).start(timeout=60)
+    try:
+        with account(first, "dana") as dana:
+            deploy_id = dana.post(
+                "/deploy/llm", json={**deploy_body(cpu_pool), "model_name": "shared"}
+            ).json()["deploy_id"]
+            wait_status(dana, deploy_id, "running")
+            for server in (first, second):  # each gateway starts and serves its own instance
+                deadline = time.monotonic() + 60
+                while not server.worker_pids(deploy_id):
+                    assert time.monotonic() < deadline
+                    time.sleep(0.2)
+                chat(server, key_of(dana), "dana/shared")
+            writers = [s for s in (first, second) if '"deployment status"' in s.log_text()]
+            assert len(writers) == 1
+            assert dana.delete(f"/deploy/{deploy_id}").status_code == 200
+            for server in (first, second):
+                deadline = time.monotonic() + 30
+                while server.worker_pids(deploy_id):
+                    assert time.monotonic() < deadline
+                    time.sleep(0.2)
+    finally:
+        first.stop()
+        second.stop()

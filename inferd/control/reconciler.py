@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 import time
 from pathlib import Path
 
@@ -43,6 +44,7 @@ log = logging.getLogger("inferd.control")
 
 # Engine settings for deployed LLMs on llama.cpp: one slot per request in a batch.
 LLAMACPP_OPTIONS = {"n_threads": 2, "kv_tokens": 16384, "batch_tokens": 512, "flash_attn": True}
+LOCAL_RETRY_S = 30.0  # a version that failed in this process is retried here after this
 LLM_TAGS = ["chat", "completion", "streaming", "logprobs", "tools", "json_mode"]
 
 
@@ -73,6 +75,12 @@ class Reconciler:
         self._adapters: set[str] = set()  # deploy_ids of adapters loaded into their base
         self.notes: dict[str, str] = {}  # deploy_id → why fewer instances run than wanted
         self._over_budget: set[str] = set()  # accounts whose spending limit is used up
+        # Gateways sharing a database elect one status writer (a lease renewed every tick). A
+        # restarted gateway (same host, port and home) is the same holder: it resumes at once.
+        self.holder = f"{socket.gethostname()}:{settings.port}:{settings.home.resolve()}"[:64]
+        self.leader = False
+        self._lease_ttl_s = max(5.0, 5 * settings.reconcile_interval_s)
+        self._local_failures: dict[str, float] = {}  # deploy_id → when it failed here
         self.meter = UptimeMeter(ledger, settings.uptime_flush_s)
 
     async def start(self) -> None:
@@ -112,6 +120,9 @@ class Reconciler:
                 log.error("reconcile failed", extra={"error": type(exc).__name__})
 
     async def tick(self) -> None:
+        self.leader = await asyncio.to_thread(
+            self.registry.hold_lease, self.holder, self._lease_ttl_s
+        )
         records = await asyncio.to_thread(self.registry.live)
         live = {r.deploy_id for r in records}
         self.configs = {r.deploy_id: r.config for r in records}
@@ -170,6 +181,10 @@ class Reconciler:
             return  # stays failed, with its reason, until a user starts it again
         deployment = self.runtime.deployments.get(deploy_id)
         if deployment is None:
+            failed_at = self._local_failures.get(deploy_id)
+            recent = failed_at is not None and time.monotonic() - failed_at < LOCAL_RETRY_S
+            if recent and record.status != "initializing":  # a user's start retries at once
+                return  # failed here while it runs elsewhere: retried after a pause
             if deploy_id not in self._preparing:
                 self._preparing[deploy_id] = asyncio.create_task(
                     self._prepare(record), name=f"prepare-{deploy_id}"
@@ -424,6 +439,10 @@ class Reconciler:
         *,
         only_from: tuple[str, ...] | None = None,
     ) -> None:
+        if status == "failed":
+            self._local_failures[record.deploy_id] = time.monotonic()
+        if not self.leader:
+            return  # another gateway writes status; this one runs its own instances
         changed = await asyncio.to_thread(
             self.registry.set_status,
             record.deploy_id,

@@ -14,17 +14,18 @@ from __future__ import annotations
 import re
 import secrets
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from inferd.auth.keys import KeyVault
 from inferd.control.pools import Pools, UnknownPool
 from inferd.store.db import Database
-from inferd.store.models import Account, Deployment, DeploymentVersion
+from inferd.store.models import Account, ControlLease, Deployment, DeploymentVersion
 
 Status = Literal[
     "initializing", "downloading", "deploying", "running", "stopped", "failed", "deleted"
@@ -315,6 +316,27 @@ class Registry:
             if config.commit is None:
                 row.config = config.model_copy(update={"commit": commit}).model_dump_json()
                 row.updated_at = datetime.now(UTC)
+
+    def hold_lease(self, holder: str, ttl_s: float, name: str = "reconciler") -> bool:
+        """Take or renew the lease `name` for `holder` until now + ttl_s; False while another
+        holder's lease runs. Gateways sharing a database thereby elect one status writer."""
+        now = datetime.now(UTC)
+        until = now + timedelta(seconds=ttl_s)
+        with self.db.session() as s, s.begin():
+            renewed = s.execute(
+                update(ControlLease)
+                .where(ControlLease.name == name)
+                .where((ControlLease.holder == holder) | (ControlLease.expires_at < now))
+                .values(holder=holder, expires_at=until)
+            )
+            if renewed.rowcount:  # type: ignore[attr-defined]
+                return True
+        try:
+            with self.db.session() as s, s.begin():
+                s.add(ControlLease(name=name, holder=holder, expires_at=until))
+            return True
+        except IntegrityError:  # held by another (or just taken by one)
+            return False
 
     # -- checks -------------------------------------------------------------------------------
 

@@ -131,3 +131,14 @@ class DeprecationNotice(Base):
     model: Mapped[str] = mapped_column(String(300))
     account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
     sent_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class ControlLease(Base):
+    """Who writes deployment status: one gateway at a time holds the lease and renews it every
+    reconciler tick; another takes it over once it has expired (its holder stopped)."""
+
+    __tablename__ = "control_leases"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(64))
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
