@@ -94,6 +94,7 @@ def accounts_create(args: argparse.Namespace) -> None:
         is_admin=args.admin,
         concurrency_limit=args.concurrency_limit,
         spending_limit=args.spending_limit,
+        gpu_quota=args.gpu_quota,
     )
     created = service.create_key(account.id, FIRST_KEY)
     print(f"{account.id}\t{created.key}")
@@ -168,6 +169,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--admin", action="store_true")
     p.add_argument("--concurrency-limit", type=int)
     p.add_argument("--spending-limit", type=float)
+    p.add_argument("--gpu-quota", type=int, help="GPUs its deployments may hold")
     p.set_defaults(func=accounts_create)
     p = accounts.add_parser("list", help="list accounts")
     p.set_defaults(func=accounts_list)

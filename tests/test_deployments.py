@@ -61,7 +61,7 @@ def deploy_server(tmp_path_factory: pytest.TempPathFactory, hub: HubDouble) -> I
     srv.stop()
 
 
-def account(server: Server, name: str, **limits: float) -> httpx.Client:
+def account(server: Server, name: str, **limits: float | int) -> httpx.Client:
     created = httpx.post(
         server.url + "/v1/accounts",
         json={"name": name, **limits},
@@ -219,6 +219,18 @@ def test_refusals_name_the_problem(alice: httpx.Client, cpu_pool: str) -> None:
     assert bad_name.status_code == 400
     no_hf = alice.post("/deploy/llm", json={"model_name": "x", "gpu": cpu_pool})
     assert no_hf.status_code == 400 and no_hf.json()["error"]["param"] == "hf"
+
+
+def test_an_accounts_own_gpu_quota(deploy_server: Server, cpu_pool: str) -> None:
+    with account(deploy_server, "erin", gpu_quota=1) as erin:
+        body = deploy_body(cpu_pool, settings={"min_instances": 0, "max_instances": 2})
+        over = erin.post("/deploy/llm", json=body)
+        assert over.status_code == 403
+        assert "0 of 1 GPUs are in use" in over.json()["error"]["message"]
+    listed = httpx.get(
+        deploy_server.url + "/v1/accounts", headers={"Authorization": f"Bearer {ADMIN_KEY}"}
+    ).json()
+    assert [a["gpu_quota"] for a in listed if a["name"] == "erin"] == [1]
 
 
 def test_missing_repo_fails_with_a_reason_and_inference_says_it(

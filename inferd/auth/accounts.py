@@ -51,6 +51,7 @@ class AccountService:
         concurrency_limit: int | None = None,
         spending_limit: float | None = None,
         email: str | None = None,
+        gpu_quota: int | None = None,
     ) -> Account:
         account = Account(
             id="acc_" + secrets.token_hex(8),
@@ -59,6 +60,7 @@ class AccountService:
             concurrency_limit=concurrency_limit,
             spending_limit=spending_limit,
             email=email,
+            gpu_quota=gpu_quota,
         )
         try:
             with self.db.session() as s, s.begin():

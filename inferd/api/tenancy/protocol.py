@@ -23,6 +23,13 @@ class CreateAccount(_Body):
     concurrency_limit: int | None = Field(default=None, ge=1, le=100_000)
     spending_limit: float | None = Field(default=None, ge=0)
     is_admin: bool = False
+    gpu_quota: int | None = Field(
+        default=None,
+        ge=0,
+        le=10_000,
+        description="GPUs its deployments may hold (max_instances x num_gpus); the server's "
+        "default when unset.",
+    )
     email: Email | None = Field(
         default=None, description="Contact email for the operator's notices (deprecations)."
     )
@@ -91,6 +98,7 @@ class Account(TypedDict):
     is_admin: bool
     concurrency_limit: int | None
     spending_limit: float | None
+    gpu_quota: int | None
     email: str | None
 
 

@@ -54,6 +54,7 @@ async def create_account(request: Request) -> Response:
             concurrency_limit=body.concurrency_limit,
             spending_limit=body.spending_limit,
             email=body.email,
+            gpu_quota=body.gpu_quota,
         )
         key = await asyncio.to_thread(accounts.create_key, account.id, FIRST_KEY)
     except Conflict as exc:
@@ -74,6 +75,7 @@ async def list_accounts(request: Request) -> Response:
                 "is_admin": a.is_admin,
                 "concurrency_limit": a.concurrency_limit,
                 "spending_limit": a.spending_limit,
+                "gpu_quota": a.gpu_quota,
                 "email": a.email,
             }
             for a in rows
