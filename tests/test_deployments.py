@@ -227,10 +227,21 @@ def test_an_accounts_own_gpu_quota(deploy_server: Server, cpu_pool: str) -> None
         over = erin.post("/deploy/llm", json=body)
         assert over.status_code == 403
         assert "0 of 1 GPUs are in use" in over.json()["error"]["message"]
-    listed = httpx.get(
-        deploy_server.url + "/v1/accounts", headers={"Authorization": f"Bearer {ADMIN_KEY}"}
-    ).json()
-    assert [a["gpu_quota"] for a in listed if a["name"] == "erin"] == [1]
+        admin = {"Authorization": f"Bearer {ADMIN_KEY}"}
+        listed = httpx.get(deploy_server.url + "/v1/accounts", headers=admin).json()
+        assert [a["gpu_quota"] for a in listed if a["name"] == "erin"] == [1]
+        raised = httpx.patch(
+            deploy_server.url + "/v1/accounts/erin", headers=admin, json={"gpu_quota": 2}
+        )
+        assert raised.status_code == 200 and raised.json()["gpu_quota"] == 2
+        assert raised.json()["spending_limit"] is None  # fields not sent keep their value
+        body = {**body, "model_name": "two-slots"}
+        created = erin.post("/deploy/llm", json=body)
+        assert created.status_code == 200, created.text
+        assert erin.delete(f"/deploy/{created.json()['deploy_id']}").status_code == 200
+        assert erin.patch("/v1/accounts/erin", json={"gpu_quota": 9}).status_code == 403
+        missing = httpx.patch(deploy_server.url + "/v1/accounts/nobody", headers=admin, json={})
+        assert missing.status_code == 404
 
 
 def test_missing_repo_fails_with_a_reason_and_inference_says_it(

@@ -77,6 +77,20 @@ class AccountService:
         with self.db.session() as s:
             return s.scalar(select(Account).where(Account.name == name))
 
+    def update_limits(self, name: str, limits: dict[str, int | float | None]) -> Account | None:
+        """Set an account's `concurrency_limit`, `spending_limit` or `gpu_quota` (None: the
+        server default / no limit); None if there is no such account. Gateways see a change
+        once their credential cache expires (`auth_cache_ttl_s`)."""
+        allowed = {"concurrency_limit", "spending_limit", "gpu_quota"}
+        if not set(limits) <= allowed:
+            raise ValueError(f"only {sorted(allowed)} can change")
+        with self.db.session() as s, s.begin():
+            account = s.scalar(select(Account).where(Account.name == name))
+            if account is not None:
+                for field, value in limits.items():
+                    setattr(account, field, value)
+            return account
+
     def set_email(self, account_id: str, email: str | None) -> Account | None:
         """The account's contact email (None removes it); None if the account is gone."""
         with self.db.session() as s, s.begin():

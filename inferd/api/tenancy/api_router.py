@@ -17,6 +17,7 @@ from inferd.api.tenancy.protocol import (
     Me,
     ScopedJwt,
     ScopedJwtClaims,
+    UpdateAccount,
     UpdateMe,
     UsageQuery,
     UsageSummary,
@@ -40,6 +41,18 @@ routes = [
         summary="List accounts (admin)",
         responses={200: Reply("Every account.", {JSON: list[Account]})},
         errors=(403,),
+    ),
+    Endpoint(
+        "/v1/accounts/{name}",
+        serving.update_account,
+        "PATCH",
+        params={"name": "The account's name."},
+        summary="Change an account's limits (admin)",
+        description="Concurrency, spending limit and GPU quota; fields not sent keep their "
+        "value, `null` removes the limit. Gateways apply it within `auth_cache_ttl_s`.",
+        body={JSON: UpdateAccount},
+        responses={200: Reply("The account.", {JSON: Account})},
+        errors=(403, 404),
     ),
     Endpoint(
         "/v1/me",

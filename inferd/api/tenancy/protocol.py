@@ -41,6 +41,14 @@ class UpdateMe(_Body):
     )
 
 
+class UpdateAccount(_Body):
+    """Only the fields sent change; `null` removes a limit (the server default applies)."""
+
+    concurrency_limit: int | None = Field(default=None, ge=1, le=100_000)
+    spending_limit: float | None = Field(default=None, ge=0)
+    gpu_quota: int | None = Field(default=None, ge=0, le=10_000)
+
+
 class CreateApiToken(_Body):
     name: str = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9._\-]+$")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -14,6 +15,7 @@ from inferd.api.tenancy.protocol import (
     CreateAccount,
     CreateApiToken,
     CreateScopedJwt,
+    UpdateAccount,
     UpdateMe,
 )
 from inferd.auth import Principal
@@ -67,20 +69,31 @@ async def create_account(request: Request) -> Response:
 async def list_accounts(request: Request) -> Response:
     await _admin(request)
     rows = await asyncio.to_thread(_gateway(request).auth.accounts.list_accounts)
-    return JSONResponse(
-        [
-            {
-                "id": a.id,
-                "name": a.name,
-                "is_admin": a.is_admin,
-                "concurrency_limit": a.concurrency_limit,
-                "spending_limit": a.spending_limit,
-                "gpu_quota": a.gpu_quota,
-                "email": a.email,
-            }
-            for a in rows
-        ]
-    )
+    return JSONResponse([_account(a) for a in rows])
+
+
+async def update_account(request: Request) -> Response:
+    await _admin(request)
+    gateway = _gateway(request)
+    body = await gateway.read_json(request, UpdateAccount)
+    limits = {field: getattr(body, field) for field in body.model_fields_set}
+    name = request.path_params["name"]
+    account = await asyncio.to_thread(gateway.auth.accounts.update_limits, name, limits)
+    if account is None:
+        raise APIError(404, f"No account named `{name}`.", code="not_found", param="name")
+    return JSONResponse(_account(account))
+
+
+def _account(a: Any) -> dict[str, Any]:
+    return {
+        "id": a.id,
+        "name": a.name,
+        "is_admin": a.is_admin,
+        "concurrency_limit": a.concurrency_limit,
+        "spending_limit": a.spending_limit,
+        "gpu_quota": a.gpu_quota,
+        "email": a.email,
+    }
 
 
 async def update_me(request: Request) -> Response:
