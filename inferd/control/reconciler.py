@@ -269,11 +269,12 @@ class Reconciler:
                 self._meter(record, deployment)
                 await deployment.scale_to(0)
             return
-        deployment.scale_from_zero = True
         wanted = wanted_instances(
             deployment.load(), config.max_batch_size, settings, now - deployment.last_used
         )
         fits = self._fits(record, deployment)
+        # A request at zero instances starts one only if the pool has room for it.
+        deployment.scale_from_zero = fits > 0
         if fits < max(wanted, settings.min_instances):
             self.notes[record.deploy_id] = (
                 f"{max(wanted, settings.min_instances)} instances wanted; only {fits} fit in "
