@@ -72,7 +72,8 @@ class ControlPlane:
     def used_gpus(self) -> dict[str, int]:
         """GPUs (CPU slots) held by this process's running instances, per pool."""
         used: dict[str, int] = {}
-        for deploy_id, config in self.reconciler.configs.items():
+        for deploy_id, record in self.reconciler.records.items():
+            config = record.config
             deployment = self.runtime.deployments.get(deploy_id)
             if deployment is not None:
                 held = len(deployment.replicas) * config.num_gpus

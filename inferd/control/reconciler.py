@@ -31,7 +31,7 @@ from inferd.catalog.spec import Price, Weights
 from inferd.config import Settings
 from inferd.control.autoscaler import ScaleState, decide, wanted_instances
 from inferd.control.pools import Pools, UnknownPool
-from inferd.control.registry import Registry, VersionConfig, VersionRecord
+from inferd.control.registry import Registry, VersionRecord
 from inferd.control.uptime import UptimeMeter
 from inferd.runtime import Runtime
 from inferd.runtime.backend import AdapterError
@@ -66,8 +66,7 @@ class Reconciler:
         self.catalog = catalog
         self.pools = pools
         self.progress: dict[str, tuple[int, int]] = {}  # deploy_id → bytes downloaded, total
-        self.configs: dict[str, VersionConfig] = {}  # deploy_id → config, as of the last tick
-        self._accounts: dict[str, tuple[str, str]] = {}  # deploy_id → (account, full name)
+        self.records: dict[str, VersionRecord] = {}  # deploy_id → version, as of the last tick
         self._preparing: dict[str, asyncio.Task[None]] = {}
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
@@ -94,16 +93,18 @@ class Reconciler:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
         # Uptime up to the shutdown; the instances stop with the runtime.
-        for record_id, config in self.configs.items():
-            deployment = self.runtime.deployments.get(record_id)
-            if deployment is not None and record_id in self._accounts:
-                account_id, name = self._accounts[record_id]
-                pool = self.pools.get(config.gpu)
-                self.meter.observe(
-                    record_id, account_id, name, deployment, pool.usd_per_hour * config.num_gpus
-                )
+        for deploy_id, record in self.records.items():
+            deployment = self.runtime.deployments.get(deploy_id)
+            if deployment is not None:
+                self._meter(record, deployment)
         for account_id, cost in self.meter.flush(force=True):
             await self.budget.charge(f"acct:{account_id}", cost)
+
+    async def changed(self) -> None:
+        """A user changed a deployment through this gateway: serve it as it is now, and
+        converge at once rather than at the next tick."""
+        await self.publish()
+        self.poke()
 
     def poke(self) -> None:
         """Converge now (a user changed a deployment through this process)."""
@@ -125,8 +126,7 @@ class Reconciler:
         )
         records = await asyncio.to_thread(self.registry.live)
         live = {r.deploy_id for r in records}
-        self.configs = {r.deploy_id: r.config for r in records}
-        self._accounts = {r.deploy_id: (r.account_id, r.full_name) for r in records}
+        self.records = {r.deploy_id: r for r in records}
         await self._check_budgets({r.account_id for r in records if r.config.kind == "llm"})
         for record in records:
             await self._converge(record)
@@ -303,7 +303,8 @@ class Reconciler:
         """Instances of this version the pool can hold next to this process's others."""
         pool = self.pools.get(record.config.gpu)
         held = 0
-        for deploy_id, config in self.configs.items():
+        for deploy_id, other_record in self.records.items():
+            config = other_record.config
             other = self.runtime.deployments.get(deploy_id)
             if other is not None and other is not deployment and config.gpu == pool.name:
                 held += len(other.replicas) * config.num_gpus

@@ -114,8 +114,7 @@ async def deploy_llm(request: Request) -> Response:
         _settings(body.settings),
         body.hf.token,
     )
-    await control.reconciler.publish()
-    control.reconciler.poke()
+    await control.reconciler.changed()
     return JSONResponse(render(control, record))
 
 
@@ -146,8 +145,7 @@ async def deploy_update(request: Request) -> Response:
     record = await _call(
         control.registry.update_settings, principal.account_id, deploy_id, settings
     )
-    await control.reconciler.publish()
-    control.reconciler.poke()
+    await control.reconciler.changed()
     return JSONResponse(render(control, record))
 
 
@@ -157,8 +155,7 @@ async def _set_desired(request: Request, desired: str) -> Response:
     record = await _call(
         control.registry.set_desired, principal.account_id, _deploy_id(request), desired
     )
-    await control.reconciler.publish()
-    control.reconciler.poke()
+    await control.reconciler.changed()
     return JSONResponse(render(control, record))
 
 
@@ -233,8 +230,7 @@ async def deploy_lora(request: Request) -> Response:
         ScaleSettings(),
         body.hf_token,
     )
-    await control.reconciler.publish()
-    control.reconciler.poke()
+    await control.reconciler.changed()
     return JSONResponse(render(control, record))
 
 
@@ -259,8 +255,7 @@ async def lora_delete(request: Request) -> Response:
         await _call(control.registry.set_desired, principal.account_id, r.deploy_id, "deleted")
         for r in adapters
     ]
-    await control.reconciler.publish()
-    control.reconciler.poke()
+    await control.reconciler.changed()
     return JSONResponse([render(control, r) for r in deleted])
 
 
