@@ -3,7 +3,11 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 # llama-cpp-python is a 6-14 minute source build: build its wheel once per machine, reuse it.
-WHEELS ?= $(HOME)/.cache/inferd/wheels
+# Not -march=native: ggml's AMX kernels (picked by native builds on Sapphire Rapids and later)
+# segfault in llama_decode on SmolLM2; the x86-64-v3 set (AVX2, FMA, F16C) runs everywhere.
+# The folder names the flag set, so a wheel built with other flags is never reused.
+WHEELS ?= $(HOME)/.cache/inferd/wheels-v3
+LLAMA_CMAKE_ARGS := $(if $(filter x86_64,$(shell uname -m)),-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON,)
 LLAMA_CPP_VERSION := 0.3.36
 LLAMA_WHEEL_GLOB := $(WHEELS)/llama_cpp_python-$(LLAMA_CPP_VERSION)-*.whl
 PIP_RAW := $(BIN)/pip install --disable-pip-version-check -q
@@ -28,8 +32,8 @@ llama-wheel:
 		echo "llama-cpp-python $(LLAMA_CPP_VERSION): cached wheel in $(WHEELS)"; \
 	else \
 		echo "llama-cpp-python $(LLAMA_CPP_VERSION): building the wheel once (several minutes)"; \
-		mkdir -p $(WHEELS) && CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) \
-		$(BIN)/pip wheel --disable-pip-version-check -q --no-deps \
+		mkdir -p $(WHEELS) && CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" \
+		$(BIN)/pip wheel --disable-pip-version-check -q --no-deps --no-cache-dir \
 			llama-cpp-python==$(LLAMA_CPP_VERSION) -w $(WHEELS); \
 	fi
 

@@ -11,11 +11,8 @@ from inferd.config import Settings, load_settings
 def _services(settings: Settings):
     from inferd.auth.accounts import AccountService
     from inferd.auth.keys import KeyVault, load_or_create_secret
-    from inferd.store.db import Database
 
-    settings.home.mkdir(parents=True, exist_ok=True)
-    db = Database(settings.sqlalchemy_url)
-    db.migrate()
+    db = _database(settings)
     return AccountService(db, KeyVault(load_or_create_secret(settings.home, settings.master_key)))
 
 
@@ -138,6 +135,37 @@ def models_build(args: argparse.Namespace) -> None:
         print(f"built {path}")
 
 
+def _database(settings: Settings):
+    from inferd.store.db import Database
+
+    settings.home.mkdir(parents=True, exist_ok=True)
+    db = Database(settings.sqlalchemy_url)
+    db.migrate()
+    return db
+
+
+def models_seed(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from inferd.catalog import Catalog
+    from inferd.control import builtins
+
+    settings = load_settings()
+    try:
+        catalog = Catalog.load(Path(args.catalog) if args.catalog else settings.catalog)
+    except (OSError, ValueError) as exc:
+        sys.exit(f"inferd: cannot seed: {exc}")
+    changed = builtins.seed(_database(settings), catalog)
+    print(f"{len(catalog)} built-in models; " + ("updated" if changed else "unchanged"))
+
+
+def models_list(args: argparse.Namespace) -> None:
+    from inferd.control import builtins
+
+    for spec in builtins.load(_database(load_settings())):
+        print(f"{spec.name}\t{spec.task}\t{spec.engine}")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="inferd")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -181,9 +209,18 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--model")
     p.set_defaults(func=usage)
 
-    models = sub.add_parser("models", help="model files").add_subparsers(dest="op", required=True)
+    models = sub.add_parser("models", help="built-in models").add_subparsers(
+        dest="op", required=True
+    )
     p = models.add_parser("build", help="build the small models of the default catalog")
     p.set_defaults(func=models_build)
+    p = models.add_parser(
+        "seed", help="write a catalog file's models into the database; running gateways follow"
+    )
+    p.add_argument("catalog", nargs="?", help="catalog TOML (default: the configured one)")
+    p.set_defaults(func=models_seed)
+    p = models.add_parser("list", help="the built-in models the database holds")
+    p.set_defaults(func=models_list)
 
     from inferd.cli_deploy import add_parser as add_deploy_parser
 

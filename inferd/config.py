@@ -40,6 +40,11 @@ class Settings(BaseModel):
     catalog: Path | None = Field(
         default=None, description="Catalog TOML; the packaged default catalog when unset."
     )
+    seed_catalog: bool = Field(
+        default=True,
+        description="Write the catalog's models into the database at start; when false, serve "
+        "the built-in models the database already holds (another process seeds them).",
+    )
     database_url: str | None = Field(
         default=None, description="SQLAlchemy URL; SQLite under `home` when unset."
     )
@@ -125,6 +130,38 @@ class Settings(BaseModel):
         ge=7,
         description="Accounts that used a model in the last 30 days are told this many days "
         "before its deprecation date (at least 7).",
+    )
+
+    # Jobs (jobs/): webhooks and batch files, encrypted at rest under a key kept outside `home`.
+    blob_master_key: SecretStr | None = Field(
+        default=None,
+        description="Key that wraps every stored file's own key (hex or base64 of 32 bytes).",
+    )
+    blob_master_key_file: Path | None = Field(
+        default=None,
+        description="File holding that key, outside `home`; ~/.config/inferd/blob-master.key "
+        "(created) when neither is set.",
+    )
+    webhooks_allow_hosts: str = Field(
+        default="",
+        description="host:port receivers exempt from the private-address check (comma-separated).",
+    )
+    webhooks_retry_schedule: str = Field(
+        default="5,300,1800,7200,18000,36000",
+        description="Seconds between delivery attempts, comma-separated (with 10% jitter).",
+    )
+    webhooks_timeout_s: float = Field(default=10.0, gt=0, description="Per delivery attempt.")
+    webhooks_resend_window_s: float = Field(
+        default=86400.0,
+        gt=0,
+        description="How long after its last attempt a delivery can be "
+        "resent; then its payload is purged.",
+    )
+    webhooks_queue_limit: int = Field(
+        default=1000, ge=1, description="Webhook requests an account may have waiting to run."
+    )
+    webhooks_rotation_window_s: float = Field(
+        default=86400.0, ge=0, description="After a rotation, the old secret signs too this long."
     )
 
     @property

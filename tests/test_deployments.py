@@ -56,7 +56,12 @@ def deploy_server(tmp_path_factory: pytest.TempPathFactory, hub: HubDouble) -> I
         "INFERD_UPTIME_FLUSH_S": "1",
         "INFERD_CPU_POOL_SLOTS": "2",
     }
-    srv = Server(root, env).start()
+    srv = Server(root, env)
+    # An operator's emulated pool: A100-80GB run on the CPU, for testing the control plane.
+    (srv.home / "config.toml").write_text(
+        '[[pools]]\nname = "A100-80GB"\ncount = 2\nusd_per_hour = 72.0\nemulated = true\n'
+    )
+    srv.start()
     yield srv
     srv.stop()
 
@@ -340,8 +345,60 @@ def test_runs_what_fits_and_says_so(alice: httpx.Client, cpu_pool: str) -> None:
         obj = alice.get(f"/deploy/{deploy_id}").json()
     assert "3 instances wanted; only 2 fit" in obj["status_reason"]
     assert obj["instances"] == {"running": 2, "pending": 0}
+
+    # The pool is full: another version waits in `deploying`, says why, runs nothing, and
+    # starts once room is made.
+    body = deploy_body(cpu_pool, settings={"min_instances": 1, "max_instances": 1})
+    waiting = alice.post("/deploy/llm", json={**body, "model_name": "late"}).json()["deploy_id"]
+    obj = wait_status(alice, waiting, "deploying")
+    deadline = time.monotonic() + 10
+    while not obj["status_reason"] and time.monotonic() < deadline:
+        time.sleep(0.2)
+        obj = alice.get(f"/deploy/{waiting}").json()
+    assert "Waiting for room" in obj["status_reason"], obj
+    time.sleep(1)
+    obj = alice.get(f"/deploy/{waiting}").json()
+    assert obj["status"] == "deploying" and obj["instances"]["running"] == 0
     assert alice.delete(f"/deploy/{deploy_id}").status_code == 200
     wait_status_gone(alice, deploy_id)
+    assert wait_status(alice, waiting, "running")["status_reason"] is None
+    assert alice.delete(f"/deploy/{waiting}").status_code == 200
+    wait_status_gone(alice, waiting)
+
+
+def test_an_emulated_pool_runs_on_cpu_and_bills_its_price(
+    deploy_server: Server, cpu_pool: str
+) -> None:
+    """The operator's emulated `A100-80GB` (config.toml): listed as emulated, sized and priced
+    as declared, its instances run on the CPU and are billed at its price per GPU."""
+    with account(deploy_server, "frank") as frank:
+        pools = {
+            p["gpu_config"]: p for p in frank.get("/deploy/llm/gpu_availability").json()["gpus"]
+        }
+        a100 = pools["A100-80GB"]
+        assert a100["emulated"] is True and a100["total"] == 2 and a100["usd_per_hour"] == 72.0
+        assert not pools[cpu_pool]["emulated"]
+        too_wide = frank.post("/deploy/llm", json={**deploy_body("A100-80GB"), "num_gpus": 3})
+        assert too_wide.status_code == 400 and "2 GPUs in all" in too_wide.text
+
+        body = deploy_body("A100-80GB", settings={"min_instances": 1, "max_instances": 1})
+        deploy_id = frank.post("/deploy/llm", json={**body, "num_gpus": 2}).json()["deploy_id"]
+        wait_status(frank, deploy_id, "running")
+        key = frank.headers["Authorization"].removeprefix("Bearer ")
+        chat(deploy_server, key, "frank/test-model")
+        in_use = frank.get("/deploy/llm/gpu_availability").json()["gpus"]
+        assert [p["available"] for p in in_use if p["gpu_config"] == "A100-80GB"] == [0]
+        # 2 GPUs x $72 per GPU-hour: $0.04 per instance-second.
+        deadline = time.monotonic() + 10
+        uptime: list[dict] = []
+        while not uptime and time.monotonic() < deadline:
+            time.sleep(0.5)
+            rows = frank.get("/v1/usage").json()["usage"]
+            uptime = [r for r in rows if r["uptime_seconds"] > 0]
+        assert uptime, rows
+        assert uptime[0]["cost"] == pytest.approx(uptime[0]["uptime_seconds"] * 0.04, rel=0.02)
+        assert frank.delete(f"/deploy/{deploy_id}").status_code == 200
+        wait_status_gone(frank, deploy_id)
 
 
 def test_uptime_is_billed_and_own_tokens_are_not(alice: httpx.Client) -> None:

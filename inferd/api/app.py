@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 from contextlib import asynccontextmanager
 
 import redis.asyncio as aioredis
+from pydantic import SecretStr
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -16,9 +18,12 @@ from inferd.api.dispatch import Dispatcher, render_exception
 from inferd.api.docs.api_router import routes as docs_routes
 from inferd.api.gateway import Gateway
 from inferd.api.native.api_router import routes as native_routes
+from inferd.api.native.serving import infer
 from inferd.api.openai.api_router import routes as openai_routes
 from inferd.api.ops.api_router import routes as ops_routes
 from inferd.api.tenancy.api_router import routes as tenancy_routes
+from inferd.api.webhooks import replay
+from inferd.api.webhooks.api_router import routes as webhook_routes
 from inferd.auth import Authenticator, AuthError
 from inferd.auth.keys import KeyVault, load_or_create_secret
 from inferd.auth.revocations import Revocations
@@ -26,21 +31,30 @@ from inferd.billing.budget import Budget, InProcessBudget, RedisBudget
 from inferd.billing.ledger import UsageLedger
 from inferd.catalog import Catalog
 from inferd.config import Settings
+from inferd.control import builtins
 from inferd.control.deprecation import DeprecationNotifier
 from inferd.control.plane import ControlPlane
+from inferd.jobs import JobQueue, JobRunner
+from inferd.jobs.webhooks.delivery import DeliveryPolicy, RetryPolicy
+from inferd.jobs.webhooks.outbox import Webhooks
+from inferd.jobs.webhooks.secrets import WebhookSecrets
 from inferd.limits import ConcurrencyLimiter, InProcessLimiter
 from inferd.limits.redis_concurrency import RedisLimiter
+from inferd.netguard import parse_allow_hosts
 from inferd.runtime import Runtime
 from inferd.runtime.backend import ReplicaBackend
 from inferd.runtime.local import LocalBackend
 from inferd.serving import RequestError, Serving
+from inferd.store.blobs import BlobStore, load_master_key
 from inferd.store.db import Database
 
 
 def create_app(
     settings: Settings, catalog: Catalog | None = None, backend: ReplicaBackend | None = None
 ) -> Dispatcher:
-    catalog = catalog or Catalog.load(settings.catalog)
+    """`catalog`: the models to seed instead of the settings' catalog file (read now, so a
+    bad file stops the start before anything listens)."""
+    seed = (catalog or Catalog.load(settings.catalog)) if settings.seed_catalog else None
     backend = backend or LocalBackend(
         settings.worker_restart_backoff_s, {"INFERD_MODEL_CACHE": str(settings.model_cache)}
     )
@@ -50,6 +64,7 @@ def create_app(
         settings.home.mkdir(parents=True, exist_ok=True)
         db = Database(settings.sqlalchemy_url)
         await asyncio.to_thread(db.migrate)
+        served = await asyncio.to_thread(builtins.catalog_from, db, seed)
         vault = KeyVault(load_or_create_secret(settings.home, settings.master_key))
         auth = Authenticator(db, vault, settings.auth_cache_ttl_s)
         ledger = UsageLedger(db, settings.ledger_flush_interval_s)
@@ -69,10 +84,33 @@ def create_app(
             limiter = InProcessLimiter(settings.concurrency_limit)
             budget = InProcessBudget(ledger.total)
         revocations = Revocations(auth, redis, settings.redis_prefix)
-        runtime = Runtime(catalog, backend, settings.model_ready_timeout_s)
-        serving = Serving(settings, catalog, runtime, limiter, budget, ledger)
-        control = ControlPlane(settings, db, vault, runtime, catalog, ledger, budget)
-        gateway = Gateway(settings, serving, auth, control)
+        runtime = Runtime(served, backend, settings.model_ready_timeout_s)
+        serving = Serving(settings, served, runtime, limiter, budget, ledger)
+        control = ControlPlane(settings, db, vault, runtime, served, ledger, budget)
+        queue = JobQueue(db)
+        jobs = JobRunner(queue)
+        blobs = BlobStore(
+            settings.home / "blobs",
+            load_master_key(
+                _secret(settings.blob_master_key), settings.blob_master_key_file, settings.home
+            ),
+        )
+        webhooks = Webhooks(
+            db,
+            vault,
+            blobs,
+            queue,
+            jobs,
+            policy=DeliveryPolicy(
+                parse_allow_hosts(settings.webhooks_allow_hosts), settings.webhooks_timeout_s
+            ),
+            retry=RetryPolicy.parse(settings.webhooks_retry_schedule),
+            secrets_=WebhookSecrets(db, vault, settings.webhooks_rotation_window_s),
+            queue_limit=settings.webhooks_queue_limit,
+            resend_window_s=settings.webhooks_resend_window_s,
+        )
+        gateway = Gateway(settings, serving, auth, control, webhooks)
+        webhooks.serve(functools.partial(replay.execute, gateway, infer))
         app.state.gateway = gateway
         app.state.revocations = revocations
         await limiter.start()
@@ -80,7 +118,9 @@ def create_app(
         await revocations.start()
         await runtime.start()
         await control.start()
-        notifier = DeprecationNotifier(settings, db, catalog)
+        await asyncio.to_thread(webhooks.recover)
+        await jobs.start()
+        notifier = DeprecationNotifier(settings, db, served)
         await notifier.start()
         try:
             yield
@@ -89,6 +129,8 @@ def create_app(
             # before lifespan shutdown runs; refuse anything still arriving, then stop workers.
             serving.draining = True
             await notifier.close()
+            await jobs.close()
+            await webhooks.close()
             await control.close()
             await runtime.stop()
             await gateway.media.aclose()
@@ -108,6 +150,7 @@ def create_app(
             *native_routes,
             *tenancy_routes,
             *deploy_routes,
+            *webhook_routes,
             *ops_routes,
             *docs_routes,
         ],
@@ -120,3 +163,7 @@ def create_app(
         },
     )
     return Dispatcher(starlette)
+
+
+def _secret(value: SecretStr | None) -> str | None:
+    return value.get_secret_value() if value is not None else None

@@ -56,6 +56,7 @@ ERRORS: dict[int, str] = {
     "JWT's list).",
     404: "No such model, key or resource.",
     409: "A resource of that name exists already.",
+    410: "Gone: the resource's retention window has ended (a webhook delivery's resend).",
     413: "The body, an image or an audio input is too large.",
     415: "An image or audio input is in a format the model cannot read.",
     429: "Rate limited: too many requests in flight for this account and model.",

@@ -21,6 +21,7 @@ from inferd.billing.ledger import UsageLedger
 from inferd.catalog import Catalog
 from inferd.config import Settings
 from inferd.control.plane import ControlPlane
+from inferd.jobs.webhooks.outbox import Webhooks
 from inferd.runtime import Runtime
 from inferd.serving import RequestMeta, Serving
 
@@ -34,11 +35,13 @@ class Gateway:
         serving: Serving,
         authenticator: Authenticator,
         control: ControlPlane | None = None,
+        webhooks: Webhooks | None = None,
     ) -> None:
         self.settings = settings
         self.serving = serving
         self.auth = authenticator
         self.control = control
+        self.webhooks = webhooks
         self.media = MediaInputs(settings)
 
     @property
@@ -58,6 +61,11 @@ class Gateway:
         return self.serving.draining
 
     async def principal(self, request: Request) -> Principal:
+        # A webhook job replays a request as the caller authenticated at submit (set only by
+        # api/webhooks/replay.py; no HTTP request can put anything in the ASGI scope's state).
+        replayed = request.scope.get("state", {}).get("principal")
+        if replayed is not None:
+            return replayed
         try:
             return await self.auth.authenticate(_header(request, b"authorization"))
         except AuthError as exc:
@@ -66,15 +74,30 @@ class Gateway:
     @staticmethod
     def meta(request: Request, route: str) -> RequestMeta:
         """The request's log metadata, filled by the serving path, read by the access log."""
-        meta = RequestMeta(route)
-        request.scope.setdefault("state", {})["meta"] = meta
+        state = request.scope.setdefault("state", {})
+        meta = RequestMeta(route, request_id=state.get("request_id"))
+        state["meta"] = meta
         return meta
 
     async def read_json(self, request: Request, model_type: type[M]) -> M:
         return self.validate(model_type, await self.read_object(request))
 
     async def read_object(self, request: Request) -> dict[str, Any]:
-        body = await self.read_body(request)
+        return self.fields("application/json", await self.read_body(request))
+
+    async def read_fields(self, request: Request) -> dict[str, Any]:
+        """A JSON object, or a multipart/form-data body (files as bytes, in memory)."""
+        return self.fields(self.content_type(request), await self.read_body(request))
+
+    @staticmethod
+    def content_type(request: Request) -> str:
+        return _header(request, b"content-type") or ""
+
+    @staticmethod
+    def fields(content_type: str, body: bytes) -> dict[str, Any]:
+        """`read_fields` of a body already read."""
+        if content_type.startswith("multipart/form-data"):
+            return parse_form(content_type, body)
         try:
             data = orjson.loads(body)
         except orjson.JSONDecodeError as exc:
@@ -84,13 +107,6 @@ class Gateway:
         if not isinstance(data, dict):
             raise APIError(400, "The body must be a JSON object.", code="invalid_json")
         return data
-
-    async def read_fields(self, request: Request) -> dict[str, Any]:
-        """A JSON object, or a multipart/form-data body (files as bytes, in memory)."""
-        content_type = _header(request, b"content-type") or ""
-        if content_type.startswith("multipart/form-data"):
-            return parse_form(content_type, await self.read_body(request))
-        return await self.read_object(request)
 
     @staticmethod
     def validate(model_type: type[M], data: dict[str, Any]) -> M:

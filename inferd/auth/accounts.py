@@ -12,7 +12,7 @@ from sqlalchemy.sql import ColumnElement
 
 from inferd.auth.keys import KeyVault, generate_key
 from inferd.store.db import Database
-from inferd.store.models import Account, ApiKey
+from inferd.store.models import SYSTEM_ACCOUNT_ID, Account, ApiKey
 
 ADMIN_ACCOUNT = "admin"
 # Every account's first key; the seed page's scoped-JWT example signs with `api_key_name: "auto"`.
@@ -71,7 +71,8 @@ class AccountService:
 
     def list_accounts(self) -> list[Account]:
         with self.db.session() as s:
-            return list(s.scalars(select(Account).order_by(Account.created_at)))
+            query = select(Account).where(Account.id != SYSTEM_ACCOUNT_ID)
+            return list(s.scalars(query.order_by(Account.created_at)))
 
     def get_account(self, name: str) -> Account | None:
         with self.db.session() as s:

@@ -1,8 +1,9 @@
 """Loads the catalog file and resolves the model string a client sends to a spec.
 
-Built-in models come from the catalog file. Versions accounts deployed at run time are
-published here by the control plane (`publish`, a whole snapshot swapped at once); they are
-private to their account: to everyone else they do not exist.
+Built-in models come from the database, which a catalog file seeds (control/builtins.py).
+Versions accounts deployed at run time are published here by the control plane (`publish`, a
+whole snapshot swapped at once); they are private to their account: to everyone else they do
+not exist.
 
 A built-in model may be deprecated: past its `deprecated_at`, its name (and `name:version`)
 resolves to a copy of its replacement's spec that remembers what it stands in for, so the
@@ -59,6 +60,12 @@ class Catalog:
             for s in specs
             if s.deprecated_at is not None
         }
+
+    def replace_builtins(self, specs: list[ModelSpec]) -> None:
+        """Serve a new set of built-in models (the database's, changed by a seed), checked as
+        a whole first; ValueError leaves the catalog as it was."""
+        fresh = Catalog(specs, self.clock)
+        self._specs, self._sunsets = fresh._specs, fresh._sunsets
 
     def _replacement(self, spec: ModelSpec) -> ModelSpec:
         """The replacement of a deprecated model: declared here, same task, not deprecated

@@ -28,6 +28,22 @@ def machine_memory_gb() -> int:
     return round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30)
 
 
+# Brand words NVML puts before the model in a device name.
+_BRANDS = {"nvidia", "tesla", "geforce", "quadro"}
+
+
+def gpu_type(device_name: str) -> str:
+    """The TYPE of a pool name from an NVML device name: `NVIDIA A100-SXM4-80GB` → A100,
+    `NVIDIA H100 80GB HBM3` → H100, `NVIDIA GeForce RTX 4090` → RTX4090."""
+    words = [w for w in device_name.split() if w.lower() not in _BRANDS]
+    if not words:
+        return "GPU"
+    first = words[0].split("-")[0]
+    if first.upper() in ("RTX", "GTX") and len(words) > 1:
+        first += words[1].split("-")[0]
+    return "".join(c for c in first if c.isalnum()) or "GPU"
+
+
 def detect_gpus() -> list[Pool]:
     """NVIDIA GPUs through NVML, grouped by model and memory; none when NVML is absent."""
     try:
@@ -45,7 +61,7 @@ def detect_gpus() -> list[Pool]:
             name = pynvml.nvmlDeviceGetName(handle)
             name = name.decode() if isinstance(name, bytes) else name
             memory = round(pynvml.nvmlDeviceGetMemoryInfo(handle).total / 2**30)
-            kind = name.replace("NVIDIA", "").strip().split()[0]
+            kind = gpu_type(name)
             counts[f"{kind}-{memory}GB"] = counts.get(f"{kind}-{memory}GB", 0) + 1
     finally:
         pynvml.nvmlShutdown()

@@ -29,6 +29,7 @@ from inferd.billing.ledger import UsageLedger
 from inferd.catalog import Catalog, DeployedVersion, ModelSpec
 from inferd.catalog.spec import Price, Weights
 from inferd.config import Settings
+from inferd.control import builtins
 from inferd.control.autoscaler import ScaleState, decide, wanted_instances
 from inferd.control.pools import Pools, UnknownPool
 from inferd.control.registry import Registry, VersionRecord
@@ -80,6 +81,7 @@ class Reconciler:
         self.leader = False
         self._lease_ttl_s = max(5.0, 5 * settings.reconcile_interval_s)
         self._local_failures: dict[str, float] = {}  # deploy_id → when it failed here
+        self._no_room: set[str] = set()  # deploy_ids waiting for room in their pool
         self.meter = UptimeMeter(ledger, settings.uptime_flush_s)
 
     async def start(self) -> None:
@@ -124,6 +126,7 @@ class Reconciler:
         self.leader = await asyncio.to_thread(
             self.registry.hold_lease, self.holder, self._lease_ttl_s
         )
+        await self._sync_builtins()
         records = await asyncio.to_thread(self.registry.live)
         live = {r.deploy_id for r in records}
         self.records = {r.deploy_id: r for r in records}
@@ -138,6 +141,37 @@ class Reconciler:
         for account_id, cost in self.meter.flush():
             await self.budget.charge(f"acct:{account_id}", cost)
         await self.publish()
+
+    async def _sync_builtins(self) -> None:
+        """Serve the built-in models as the database has them now (another process may have
+        seeded a changed catalog): new ones start, removed ones stop, a changed engine, weights
+        or options restarts the model's replicas, and anything else is only a catalog change."""
+        specs = await asyncio.to_thread(builtins.load, self.registry.db)
+        old = {spec.name: spec for spec in self.catalog}
+        new = {spec.name: spec for spec in specs}
+        if {n: builtins.declaration(s) for n, s in old.items()} == {
+            n: builtins.declaration(s) for n, s in new.items()
+        }:
+            return
+        try:
+            self.catalog.replace_builtins(specs)
+        except ValueError as exc:  # seeded by an older or newer inferd: keep serving what runs
+            log.error("built-in models not applied", extra={"error": str(exc)})
+            return
+        for name, spec in old.items():
+            if name not in new or builtins.restarts(spec, new[name]):
+                log.info("built-in model stopped", extra={"model": name})
+                await self.runtime.remove(name)
+                # Adapters loaded into the old replicas load again into the new ones.
+                self._adapters -= {
+                    deploy_id
+                    for deploy_id, record in self.records.items()
+                    if record.config.base_model == name
+                }
+        for name, spec in new.items():
+            if name not in self.runtime.deployments:
+                log.info("built-in model started", extra={"model": name})
+                await self.runtime.add(spec)
 
     async def _check_budgets(self, account_ids: set[str]) -> None:
         """Accounts past their spending limit: their deployments go to zero instances and
@@ -185,6 +219,11 @@ class Reconciler:
             recent = failed_at is not None and time.monotonic() - failed_at < LOCAL_RETRY_S
             if recent and record.status != "initializing":  # a user's start retries at once
                 return  # failed here while it runs elsewhere: retried after a pause
+            if deploy_id in self._no_room:
+                if self._fits(record, None) == 0:
+                    return  # still waiting, as its status reason says
+                self._no_room.discard(deploy_id)
+                self.notes.pop(deploy_id, None)
             if deploy_id not in self._preparing:
                 self._preparing[deploy_id] = asyncio.create_task(
                     self._prepare(record), name=f"prepare-{deploy_id}"
@@ -348,12 +387,21 @@ class Reconciler:
                 progress=progress,
             )
             spec = self._spec(record, folder)
-            # One instance at least (a broken model fails now), at most what the pool holds.
-            fits = self._fits(record, None)
-            spec = spec.model_copy(update={"replicas": max(1, min(spec.replicas, fits))})
             await self._status(
                 record, "deploying", only_from=("initializing", "downloading", "running")
             )
+            # One instance at least (a broken model fails now), at most what the pool holds;
+            # with no room at all it waits in `deploying` and says why.
+            fits = self._fits(record, None)
+            if fits == 0:
+                self._no_room.add(deploy_id)
+                pool = self.pools.get(record.config.gpu)
+                self.notes[deploy_id] = (
+                    f"Waiting for room: all {pool.count} GPUs of {pool.name} are held by other "
+                    "instances. Nothing is billed until an instance runs."
+                )
+                return
+            spec = spec.model_copy(update={"replicas": max(1, min(spec.replicas, fits))})
             fresh = await asyncio.to_thread(self.registry.get, record.account_id, deploy_id)
             if fresh.desired == "running":
                 await self.runtime.add(spec)
@@ -429,6 +477,9 @@ class Reconciler:
         )
 
     def _cancel_prepare(self, deploy_id: str) -> None:
+        if deploy_id in self._no_room:
+            self._no_room.discard(deploy_id)
+            self.notes.pop(deploy_id, None)
         task = self._preparing.pop(deploy_id, None)
         if task is not None:
             task.cancel()

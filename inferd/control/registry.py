@@ -253,12 +253,14 @@ class Registry:
             return self._owner(account)
 
     def live(self) -> list[VersionRecord]:
-        """Every version not yet deleted, for the reconciler (all accounts)."""
+        """Every version accounts deployed not yet deleted, for the reconciler (all accounts;
+        built-in models are control/builtins.py's)."""
         with self.db.session() as s:
             query = (
                 select(DeploymentVersion, Deployment)
                 .join(Deployment, Deployment.id == DeploymentVersion.deployment_id)
                 .where(DeploymentVersion.status != "deleted")
+                .where(Deployment.kind.in_(("llm", "lora")))
             )
             return [_record(row, dep) for row, dep in s.execute(query)]
 

@@ -209,7 +209,8 @@ class Serving:
                 raise _store_down("limits") from None
             metrics.RATE_LIMITED.labels(spec.name).inc()
             raise RequestError(429, "Rate limited", code="rate_limited") from None
-        request_id = new_request_id()
+        # A webhook request keeps the id its client was given at submit.
+        request_id = meta.request_id or new_request_id()
         meta.request_id = request_id
         return Admission(self, principal, spec, request_id, slot, reservation, meta)
 

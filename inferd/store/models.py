@@ -14,6 +14,7 @@ from sqlalchemy import (
     Index,
     Integer,
     String,
+    Text,
     UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -21,6 +22,12 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+# The operator's own account: it owns the built-in models' rows (control/builtins.py), holds no
+# keys and is listed nowhere. Its name cannot be an owner prefix, so no deployment can claim it.
+SYSTEM_ACCOUNT_ID = "acct_builtin"
+SYSTEM_ACCOUNT_NAME = "inferd:builtin"
 
 
 class Base(DeclarativeBase):
@@ -91,7 +98,7 @@ class Deployment(Base):
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
     full_name: Mapped[str] = mapped_column(String(300), unique=True)
-    kind: Mapped[str] = mapped_column(String(16))  # llm | lora
+    kind: Mapped[str] = mapped_column(String(16))  # llm | lora | builtin
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
@@ -107,7 +114,8 @@ class DeploymentVersion(Base):
     version: Mapped[int] = mapped_column(Integer)
     # The spec, as JSON: weights repo and revision (the commit once resolved), engine, gpu,
     # num_gpus, max_batch_size, and for a LoRA its base model.
-    config: Mapped[str] = mapped_column(String(4000))
+    # A built-in model's version holds its catalog declaration instead.
+    config: Mapped[str] = mapped_column(Text)
     settings: Mapped[str] = mapped_column(String(1000))  # min/max instances, scaling windows
     # The Hub token, encrypted under the master key; never rendered, never logged.
     secret: Mapped[str | None] = mapped_column(String(2000), nullable=True)

@@ -1,20 +1,20 @@
 """Fetches user-given http(s) URLs without letting users reach our own network (SSRF).
 
-The host is resolved once, every address must be public (no loopback, private, link-local,
-multicast, reserved or unspecified ranges), and the connection goes to the checked address
-(the name is kept for the Host header and TLS), so a DNS answer cannot change in between.
+The host is resolved once, every address must be public (the policy of `inferd.netguard`: no
+loopback, private, link-local, multicast, reserved, unspecified or metadata ranges), and the
+connection goes to the checked address (the name is kept for the Host header and TLS), so a
+DNS answer cannot change in between.
 Redirects are followed by hand and each hop is checked again. Size and time are capped.
 """
 
 from __future__ import annotations
 
 import asyncio
-import ipaddress
-import socket
 from urllib.parse import urljoin, urlsplit
 
 import httpx
 
+from inferd import netguard
 from inferd.api.errors import APIError
 
 MAX_REDIRECTS = 5
@@ -29,27 +29,20 @@ class FetchPolicy:
         self.timeout_s = timeout_s
 
 
-def _public(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
-        address = address.ipv4_mapped
-    return address.is_global and not address.is_multicast
-
-
 async def _checked_address(host: str, port: int, policy: FetchPolicy, field: str) -> str:
     try:
-        infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except OSError:
+        return await netguard.checked_address(
+            host, port, allow_hosts=policy.allow_hosts, allow_private=policy.allow_private
+        )
+    except netguard.HostUnresolvable:
         raise APIError(400, f"`{field}`: the URL's host does not resolve.", param=field) from None
-    addresses = [ipaddress.ip_address(info[4][0].split("%")[0]) for info in infos]
-    exempt = policy.allow_private or f"{host}:{port}" in policy.allow_hosts
-    if not addresses or (not exempt and not all(_public(a) for a in addresses)):
+    except netguard.AddressNotAllowed:
         raise APIError(
             400,
             f"`{field}`: the URL points to a private or reserved address, which is not allowed.",
             param=field,
             code="url_not_allowed",
-        )
-    return str(addresses[0])
+        ) from None
 
 
 async def fetch_url(

@@ -17,6 +17,7 @@ from inferd.api.native.serving_tasks import infer_task
 from inferd.api.native.task_protocol import TASKS
 from inferd.api.response_format import constraint_for
 from inferd.api.responses import JSONResponse
+from inferd.api.webhooks.replay import submit_webhook, webhook_replay
 from inferd.auth import Principal
 from inferd.catalog import ModelSpec
 from inferd.requests import Embed, Generate, SamplingParams, Token
@@ -30,9 +31,13 @@ NATIVE_FINISH = {"eos": "eos_token", "stop_sequence": "stop_sequence", "length":
 async def infer(gateway: Gateway, request: Request, model: str) -> Response:
     meta = gateway.meta(request, "native")
     principal = await gateway.principal(request)
-    data = await gateway.read_fields(request)
+    content_type = gateway.content_type(request)
+    body = await gateway.read_body(request)
+    data = gateway.fields(content_type, body)
     spec = gateway.serving.resolve(principal, model, None)
     meta.route = "native_" + spec.task.replace("-", "_")
+    if data.get("webhook") is not None and not webhook_replay(request):
+        return await submit_webhook(gateway, principal, model, data, content_type, body, meta)
     if spec.task in TASKS:
         return await infer_task(gateway, request, principal, spec, data, meta)
     if spec.task == "embeddings":

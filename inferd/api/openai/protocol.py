@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any, Literal, NotRequired
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from typing_extensions import TypedDict
 
 from inferd.api.errors import APIError
@@ -15,6 +15,24 @@ from inferd.requests import SamplingParams
 
 class _Lenient(BaseModel):
     model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+
+class _Request(_Lenient):
+    """A top-level OpenAI request body."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_webhook(cls, data: Any) -> Any:
+        # Ignoring it would answer synchronously while the client waits for a callback.
+        if isinstance(data, dict) and "webhook" in data:
+            raise APIError(
+                400,
+                "`webhook` is not accepted on the OpenAI-compatible API; use the native API "
+                "(POST /v1/inference/{model}) for webhooks.",
+                param="webhook",
+                code="invalid_parameter",
+            )
+        return data
 
 
 class StreamOptions(_Lenient):
@@ -51,7 +69,7 @@ class ChatMessage(_Lenient):
         return urls
 
 
-class SamplingFields(_Lenient):
+class SamplingFields(_Request):
     """Fields shared by chat and legacy completions."""
 
     model: str
@@ -169,7 +187,7 @@ class CompletionRequest(SamplingFields):
             )
 
 
-class EmbeddingRequest(_Lenient):
+class EmbeddingRequest(_Request):
     model: str
     input: str | list[str] | list[int] | list[list[int]]
     encoding_format: Literal["float", "base64"] = "float"
@@ -194,7 +212,7 @@ class EmbeddingRequest(_Lenient):
         return list(value)  # type: ignore[arg-type]
 
 
-class ImageGenerationRequest(_Lenient):
+class ImageGenerationRequest(_Request):
     model: str
     prompt: str = Field(min_length=1, max_length=10_000)
     n: int = Field(default=1, ge=1, le=4)
@@ -205,7 +223,7 @@ class ImageGenerationRequest(_Lenient):
     seed: int | None = Field(default=None, ge=0, le=2**32 - 1)
 
 
-class TranscriptionRequest(_Lenient):
+class TranscriptionRequest(_Request):
     """multipart/form-data like OpenAI's (`file` is the audio); a JSON body may give `file` as
     a data URL or an http(s) URL."""
 
@@ -218,7 +236,7 @@ class TranscriptionRequest(_Lenient):
     timestamp_granularities: list[Literal["word", "segment"]] = Field(default_factory=list)
 
 
-class SpeechRequest(_Lenient):
+class SpeechRequest(_Request):
     model: str
     input: str = Field(min_length=1, max_length=4096)
     voice: str | None = None

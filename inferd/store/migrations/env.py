@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from alembic import context
 
+# Imported for their tables, which join Base.metadata.
 from inferd.store.models import Base
 
 connection = context.config.attributes["connection"]

@@ -1,0 +1,1 @@
+"""Webhook delivery: Standard Webhooks signing, SSRF-safe attempts and the retry policy."""
