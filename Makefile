@@ -65,6 +65,7 @@ bench: $(VENV)/.bench-done
 	$(BIN)/python -m bench.limits_latency
 	$(BIN)/python -m bench.constrained_throughput
 	$(BIN)/python -m bench.tasks_throughput
+	$(BIN)/python -m bench.batch_priority
 
 clean:
 	rm -rf $(VENV) .inferd

@@ -82,6 +82,18 @@ def keys_revoke(args: argparse.Namespace) -> None:
     print(f"revoked {args.name}")
 
 
+def webhooks_secret(args: argparse.Namespace) -> None:
+    from inferd.jobs.webhooks.secrets import WebhookSecrets
+
+    settings = load_settings()
+    service = _services(settings)
+    account = service.get_account(args.account)
+    if account is None:
+        sys.exit(f"inferd: no account named {args.account!r}")
+    secrets = WebhookSecrets(service.db, service.vault, settings.webhooks_rotation_window_s)
+    print(secrets.rotate(account.id) if args.rotate else secrets.current(account.id))
+
+
 def accounts_create(args: argparse.Namespace) -> None:
     from inferd.auth.accounts import FIRST_KEY
 
@@ -188,6 +200,18 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--name", required=True)
     p.add_argument("--account", default="admin")
     p.set_defaults(func=keys_revoke)
+
+    hooks = sub.add_parser("webhooks", help="webhook signing").add_subparsers(
+        dest="op", required=True
+    )
+    p = hooks.add_parser("secret", help="print an account's webhook signing secret (whsec_...)")
+    p.add_argument("--account", default="admin")
+    p.add_argument(
+        "--rotate",
+        action="store_true",
+        help="make a new one (the old one keeps signing for the rotation window)",
+    )
+    p.set_defaults(func=webhooks_secret)
 
     accounts = sub.add_parser("accounts", help="manage accounts").add_subparsers(
         dest="op", required=True

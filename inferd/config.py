@@ -164,6 +164,22 @@ class Settings(BaseModel):
         default=86400.0, ge=0, description="After a rotation, the old secret signs too this long."
     )
 
+    batch_discount: float = Field(
+        default=0.5, ge=0, le=1, description="Share of the price taken off batch lines."
+    )
+    batch_concurrency: int = Field(
+        default=2, ge=1, description="Batch lines one gateway process runs at a time."
+    )
+    batch_completion_window_s: float = Field(
+        default=86400.0,
+        gt=0,
+        description="A batch's `24h` completion window, in seconds (shorter only for tests).",
+    )
+
+    batch_budget_retry_s: float = Field(
+        default=30.0, gt=0, description="How often a paused batch's lines look for money."
+    )
+
     @property
     def sqlalchemy_url(self) -> str:
         if self.database_url:

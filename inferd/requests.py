@@ -86,6 +86,8 @@ class Generate(Struct, tag="generate", omit_defaults=True, kw_only=True):
     tool_prompt: str | None = None  # tool instructions for templates that know no tools
     images: list[bytes] = field(default_factory=list)
     adapter: str | None = None  # a LoRA adapter loaded on the worker, by name; None: the base
+    # Bulk work (a batch line): it advances only in steps no interactive request needs.
+    background: bool = False
 
 
 # -- embeddings -------------------------------------------------------------------------------

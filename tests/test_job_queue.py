@@ -17,41 +17,24 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, delete, select, text
+from sqlalchemy import delete, select
 
 from inferd.jobs import ClaimedJob, GiveUp, JobQueue, JobRunner, RetryLater
-from inferd.store.db import Database, normalise_url
+from inferd.store.db import Database
 from inferd.store.jobs_tables import Job
+from tests.pg_schema import own_schema
 
-POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
-# Other suites reset `public` of that database; this file keeps to a schema of its own.
-SCHEMA = "inferd_jobs_test"
 LEASE_S = 0.3
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _postgres(*statements: str) -> None:
-    engine = create_engine(normalise_url(POSTGRES_URL), connect_args={"connect_timeout": 2})
-    try:
-        with engine.begin() as conn:
-            for statement in statements:
-                conn.execute(text(statement))
-    finally:
-        engine.dispose()
-
-
 @pytest.fixture(scope="module")
 def postgres_url() -> Iterator[str]:
-    try:
-        _postgres(f"DROP SCHEMA IF EXISTS {SCHEMA} CASCADE", f"CREATE SCHEMA {SCHEMA}")
-    except Exception:
-        pytest.skip("PostgreSQL not reachable")
-    url = f"{POSTGRES_URL}?options=-csearch_path%3D{SCHEMA}"
-    db = Database(url)
-    db.migrate()
-    db.close()
-    yield url
-    _postgres(f"DROP SCHEMA IF EXISTS {SCHEMA} CASCADE")
+    with own_schema("inferd_jobs_test") as url:
+        db = Database(url)
+        db.migrate()
+        db.close()
+        yield url
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

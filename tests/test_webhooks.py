@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -157,6 +159,19 @@ def test_retries_until_the_receiver_takes_it_with_the_same_id(
     assert headers["webhook-id"] == listed["id"]
 
 
+def test_multipart_requests_take_a_webhook_too(hook_server: Server, receiver: Receiver) -> None:
+    queued = httpx.post(
+        f"{hook_server.url}/v1/inference/{NULL_MODEL}",
+        headers=AUTH,
+        files={"input": (None, "hi"), "webhook": (None, receiver.url)},
+    )
+    assert queued.status_code == 200, queued.text
+    [(headers, raw, _)] = receiver.wait(1)
+    payload = Webhook(secret(hook_server)).verify(raw, headers)
+    assert payload["request_id"] == queued.json()["request_id"]
+    assert payload["inference_status"]["status"] == "succeeded"
+
+
 def test_gone_stops_retries(hook_server: Server, receiver: Receiver) -> None:
     receiver.script = [410]
     answer = infer(hook_server, {"input": "hi", "webhook": receiver.url}).json()
@@ -177,6 +192,23 @@ def test_rotation_signs_with_both_secrets(hook_server: Server, receiver: Receive
     assert len(headers["webhook-signature"].split()) == 2
     Webhook(old).verify(raw, headers)
     Webhook(new).verify(raw, headers)
+
+
+def test_cli_prints_and_rotates_the_secret(hook_server: Server) -> None:
+    def cli(*args: str) -> str:
+        done = subprocess.run(
+            [sys.executable, "-m", "inferd", "webhooks", "secret", *args],
+            env=hook_server.env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+        return done.stdout.strip()
+
+    assert cli() == secret(hook_server)
+    rotated = cli("--rotate")
+    assert rotated.startswith("whsec_") and secret(hook_server) == rotated
 
 
 def test_refusals(hook_server: Server, receiver: Receiver) -> None:
@@ -256,3 +288,41 @@ def test_no_content_reaches_disk(hook_server: Server) -> None:
     assert not hits, hits
     blobs = list((hook_server.home / "blobs").rglob("*"))
     assert blobs or deliveries(hook_server)  # payloads are kept encrypted until purged
+
+
+def test_queue_bound_and_resend_window(tmp_path: Path, receiver_port: int) -> None:
+    """A second server: one waiting webhook request per account at most (the next is a 429
+    with Retry-After), and a resend window of 2 s (then the payload is purged: 410)."""
+    (tmp_path / "catalog.toml").write_text(
+        f'[[models]]\nname = "{NULL_MODEL}"\ntask = "text-generation"\nengine = "null"\n'
+        "options = { tokens = 4, token_delay_ms = 300 }\n"
+    )
+    srv = Server(
+        tmp_path,
+        {
+            "INFERD_ADMIN_KEY": ADMIN_KEY,
+            "INFERD_CATALOG": str(tmp_path / "catalog.toml"),
+            "INFERD_WEBHOOKS_ALLOW_HOSTS": f"127.0.0.1:{receiver_port}",
+            "INFERD_WEBHOOKS_QUEUE_LIMIT": "1",
+            "INFERD_WEBHOOKS_RESEND_WINDOW_S": "2",
+        },
+    ).start()
+    receiver = Receiver(receiver_port)
+    try:
+        first = infer(srv, {"input": "hi", "webhook": receiver.url})
+        assert first.status_code == 200
+        second = infer(srv, {"input": "hi", "webhook": receiver.url})
+        assert second.status_code == 429, second.text
+        assert second.headers["retry-after"] and "waiting" in second.json()["error"]["message"]
+        [(headers, _, _)] = receiver.wait(1)
+        time.sleep(3)  # the resend window ends; the purge job destroys the payload
+        resend = f"{srv.url}/v1/webhooks/deliveries/{headers['webhook-id']}/resend"
+        gone = httpx.post(resend, headers=AUTH)
+        assert gone.status_code == 410, gone.text
+        assert "resend window" in gone.json()["error"]["message"]
+        assert not list((srv.home / "blobs").glob("msg_*"))
+        missing = httpx.post(f"{srv.url}/v1/webhooks/deliveries/msg_nope/resend", headers=AUTH)
+        assert missing.status_code == 404
+    finally:
+        receiver.close()
+        srv.stop()

@@ -13,16 +13,19 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
+from inferd.api.batches.api_router import routes as batch_routes
+from inferd.api.batches.lines import BatchLines
 from inferd.api.deploy.api_router import routes as deploy_routes
 from inferd.api.dispatch import Dispatcher, render_exception
 from inferd.api.docs.api_router import routes as docs_routes
+from inferd.api.files.api_router import routes as file_routes
 from inferd.api.gateway import Gateway
 from inferd.api.native.api_router import routes as native_routes
 from inferd.api.native.serving import infer
 from inferd.api.openai.api_router import routes as openai_routes
 from inferd.api.ops.api_router import routes as ops_routes
 from inferd.api.tenancy.api_router import routes as tenancy_routes
-from inferd.api.webhooks import replay
+from inferd.api.webhooks import inference as webhook_inference
 from inferd.api.webhooks.api_router import routes as webhook_routes
 from inferd.auth import Authenticator, AuthError
 from inferd.auth.keys import KeyVault, load_or_create_secret
@@ -35,6 +38,8 @@ from inferd.control import builtins
 from inferd.control.deprecation import DeprecationNotifier
 from inferd.control.plane import ControlPlane
 from inferd.jobs import JobQueue, JobRunner
+from inferd.jobs.batch.service import Batches
+from inferd.jobs.files import FileStore
 from inferd.jobs.webhooks.delivery import DeliveryPolicy, RetryPolicy
 from inferd.jobs.webhooks.outbox import Webhooks
 from inferd.jobs.webhooks.secrets import WebhookSecrets
@@ -95,6 +100,7 @@ def create_app(
                 _secret(settings.blob_master_key), settings.blob_master_key_file, settings.home
             ),
         )
+        files = FileStore(db, blobs, queue)
         webhooks = Webhooks(
             db,
             vault,
@@ -109,8 +115,21 @@ def create_app(
             queue_limit=settings.webhooks_queue_limit,
             resend_window_s=settings.webhooks_resend_window_s,
         )
-        gateway = Gateway(settings, serving, auth, control, webhooks)
-        webhooks.serve(functools.partial(replay.execute, gateway, infer))
+        batches = Batches(
+            db,
+            blobs,
+            files,
+            queue,
+            jobs,
+            completion_window_s=settings.batch_completion_window_s,
+            discount=settings.batch_discount,
+            concurrency=settings.batch_concurrency,
+            budget_retry_s=settings.batch_budget_retry_s,
+        )
+        gateway = Gateway(settings, serving, auth, control, webhooks, files=files, batches=batches)
+        lines = BatchLines(gateway)
+        batches.serve(lines.run, lines.check_body, lines.check_model)
+        webhooks.serve(functools.partial(webhook_inference.execute, gateway, infer))
         app.state.gateway = gateway
         app.state.revocations = revocations
         await limiter.start()
@@ -119,6 +138,7 @@ def create_app(
         await runtime.start()
         await control.start()
         await asyncio.to_thread(webhooks.recover)
+        files.serve(jobs)
         await jobs.start()
         notifier = DeprecationNotifier(settings, db, served)
         await notifier.start()
@@ -151,6 +171,8 @@ def create_app(
             *tenancy_routes,
             *deploy_routes,
             *webhook_routes,
+            *file_routes,
+            *batch_routes,
             *ops_routes,
             *docs_routes,
         ],

@@ -21,6 +21,8 @@ from inferd.billing.ledger import UsageLedger
 from inferd.catalog import Catalog
 from inferd.config import Settings
 from inferd.control.plane import ControlPlane
+from inferd.jobs.batch.service import Batches
+from inferd.jobs.files import FileStore
 from inferd.jobs.webhooks.outbox import Webhooks
 from inferd.runtime import Runtime
 from inferd.serving import RequestMeta, Serving
@@ -36,12 +38,16 @@ class Gateway:
         authenticator: Authenticator,
         control: ControlPlane | None = None,
         webhooks: Webhooks | None = None,
+        files: FileStore | None = None,
+        batches: Batches | None = None,
     ) -> None:
         self.settings = settings
         self.serving = serving
         self.auth = authenticator
         self.control = control
         self.webhooks = webhooks
+        self.files = files
+        self.batches = batches
         self.media = MediaInputs(settings)
 
     @property
@@ -62,7 +68,7 @@ class Gateway:
 
     async def principal(self, request: Request) -> Principal:
         # A webhook job replays a request as the caller authenticated at submit (set only by
-        # api/webhooks/replay.py; no HTTP request can put anything in the ASGI scope's state).
+        # api/replay.py; no HTTP request can put anything in the ASGI scope's state).
         replayed = request.scope.get("state", {}).get("principal")
         if replayed is not None:
             return replayed
@@ -75,7 +81,14 @@ class Gateway:
     def meta(request: Request, route: str) -> RequestMeta:
         """The request's log metadata, filled by the serving path, read by the access log."""
         state = request.scope.setdefault("state", {})
-        meta = RequestMeta(route, request_id=state.get("request_id"))
+        given = state.get("request_id")
+        meta = RequestMeta(
+            route,
+            request_id=given,
+            once=given is not None,
+            price_factor=state.get("price_factor", 1.0),
+            background=state.get("background", False),
+        )
         state["meta"] = meta
         return meta
 

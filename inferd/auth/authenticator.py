@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import dataclasses
 import hashlib
 import hmac
 import time
@@ -90,6 +91,32 @@ class Authenticator:
             self._cache.clear()
         self._cache[token] = (now + self.cache_ttl_s, principal)
         return principal
+
+    async def current(self, principal: Principal) -> Principal:
+        """The principal with its account's limits as they are now: work queued for later (a
+        batch line, a webhook) runs under today's limits, not those of when it was queued.
+        AuthError when the account is gone. Cached like credentials."""
+        key = f"account:{principal.account_id}"
+        now = time.monotonic()
+        hit = self._cache.get(key)
+        if hit is None or hit[0] <= now:
+            with_account = await asyncio.to_thread(self._account, principal.account_id)
+            hit = (now + self.cache_ttl_s, with_account)
+            self._cache[key] = hit
+        fresh = hit[1]
+        return dataclasses.replace(
+            principal,
+            is_admin=fresh.is_admin,
+            concurrency_limit=fresh.concurrency_limit,
+            spending_limit=fresh.spending_limit,
+        )
+
+    def _account(self, account_id: str) -> Principal:
+        with self.db.session() as s:
+            account = s.get(Account, account_id)
+        if account is None:
+            raise AuthError("The account no longer exists.")
+        return _principal(account, "")
 
     def clear_cache(self) -> None:
         self._cache.clear()

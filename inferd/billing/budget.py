@@ -59,7 +59,7 @@ class Budget(ABC):
         """Settled plus reserved: what a new reservation is checked against."""
 
 
-def _refusal(scope: Scope, spent: float) -> OverBudget:
+def refusal(scope: Scope, spent: float) -> OverBudget:
     return OverBudget(
         f"Spending limit reached for {scope.label}: ${spent:.6f} of ${scope.limit:.6f} used "
         "(including requests in flight)."
@@ -91,7 +91,7 @@ class InProcessBudget(Budget):
         for scope in scopes:
             used = self._settled[scope.key] + self._reserved.get(scope.key, 0.0)
             if used + amount > scope.limit + 1e-12:
-                raise _refusal(scope, used)
+                raise refusal(scope, used)
         for scope in scopes:
             self._reserved[scope.key] = self._reserved.get(scope.key, 0.0) + amount
         return Reservation(scopes, amount)
@@ -166,7 +166,7 @@ class RedisBudget(Budget):
             args=[repr(amount), *(repr(s.limit) for s in scopes)],
         )
         if int(index):
-            raise _refusal(scopes[int(index) - 1], float(used))
+            raise refusal(scopes[int(index) - 1], float(used))
         return Reservation(scopes, amount)
 
     async def settle(self, reservation: Reservation, actual: float) -> None:

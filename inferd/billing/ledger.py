@@ -55,9 +55,15 @@ class UsageLedger:
         self._buffer: list[UsageRecord] = []
         self._task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
+        self._once: dict[str, UsageRecord] = {}  # request id → row, written at most once
         self.dropped = 0
 
-    def record(self, row: UsageRecord) -> None:
+    def record(self, row: UsageRecord, *, once: bool = False) -> None:
+        """`once`: the row's request id is its idempotency key (a job that may run again after
+        a crash records the same id): written only if no row of that id exists."""
+        if once:
+            self._once[row.request_id] = row
+            return
         self._buffer.append(row)
         if len(self._buffer) > self.max_buffer:
             overflow = len(self._buffer) - self.max_buffer
@@ -81,17 +87,29 @@ class UsageLedger:
     async def flush(self) -> bool:
         async with self._lock:
             rows, self._buffer = self._buffer, []
-            if not rows:
+            once, self._once = self._once, {}
+            if not rows and not once:
                 return True
             try:
-                await asyncio.to_thread(self._write, rows)
+                await asyncio.to_thread(self._write, rows, once)
             except Exception as exc:
                 self._buffer[:0] = rows  # keep order; retried next round
+                self._once = {**once, **self._once}
                 log.warning("usage write failed; will retry", extra={"error": type(exc).__name__})
                 return False
             return True
 
-    def _write(self, rows: list[UsageRecord]) -> None:
+    def _write(self, rows: list[UsageRecord], once: dict[str, UsageRecord]) -> None:
+        if once:
+            # A job's rerun after a crash finds its first run's row: one row per request id.
+            # Reruns never overlap (the job queue's lease), so a read is enough here.
+            with self.db.session() as s:
+                known = set(
+                    s.scalars(select(Usage.request_id).where(Usage.request_id.in_(list(once))))
+                )
+            rows = [*rows, *(row for key, row in once.items() if key not in known)]
+        if not rows:
+            return
         # One driver-level executemany of plain tuples: SQLAlchemy's per-row bind processing
         # (and dataclasses.asdict) cost more CPU than the gateway spends on the requests.
         sqlite = self.db.engine.dialect.name == "sqlite"

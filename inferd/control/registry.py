@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session
 from inferd.auth.keys import KeyVault
 from inferd.control.pools import Pools, UnknownPool
 from inferd.store.db import Database
-from inferd.store.models import Account, ControlLease, Deployment, DeploymentVersion
+from inferd.store.models import Account, ControlLease, Deployment, DeploymentVersion, as_utc
 
 Status = Literal[
     "initializing", "downloading", "deploying", "running", "stopped", "failed", "deleted"
@@ -436,11 +436,7 @@ def _record(row: DeploymentVersion, deployment: Deployment) -> VersionRecord:
         desired=row.desired,  # type: ignore[arg-type]
         status=row.status,  # type: ignore[arg-type]
         fail_reason=row.fail_reason,
-        created_at=_aware(row.created_at),
-        updated_at=_aware(row.updated_at),
+        created_at=as_utc(row.created_at),
+        updated_at=as_utc(row.updated_at),
         has_secret=row.secret is not None,
     )
-
-
-def _aware(value: datetime) -> datetime:
-    return value if value.tzinfo else value.replace(tzinfo=UTC)

@@ -33,6 +33,7 @@ from inferd.store.jobs_tables import (
     RUNNING,
     Job,
 )
+from inferd.store.models import as_utc
 
 ERROR_MAX = 200  # last_error's column width
 
@@ -56,13 +57,6 @@ class ClaimedJob:
 
 def _now() -> datetime:
     return datetime.now(UTC)
-
-
-def _utc(value: datetime) -> datetime:
-    # SQLite stores timestamps without an offset and returns them naive: they are UTC, always.
-    if value.tzinfo is None:
-        return value.replace(tzinfo=UTC)
-    return value.astimezone(UTC)
 
 
 def _reason(error: str) -> str:
@@ -93,9 +87,9 @@ def _claimed(row: Any) -> ClaimedJob:
         account_id=row.account_id,
         priority=row.priority,
         attempts=row.attempts,
-        run_at=_utc(row.run_at),
+        run_at=as_utc(row.run_at),
         lease_owner=row.lease_owner,
-        lease_until=_utc(row.lease_until),
+        lease_until=as_utc(row.lease_until),
         last_error=row.last_error,
     )
 
@@ -136,7 +130,7 @@ class JobQueue:
         """Queue one job per key, all working on `ref` (a batch's lines), in one transaction.
         Keys already present are skipped; returns how many jobs were added."""
         now = _now()
-        start = _utc(run_at) if run_at else now
+        start = as_utc(run_at) if run_at else now
         rows = [
             {
                 "kind": kind,
@@ -226,7 +220,7 @@ class JobQueue:
             job_id,
             owner,
             state=QUEUED,
-            run_at=_utc(run_at),
+            run_at=as_utc(run_at),
             lease_owner=None,
             lease_until=None,
             last_error=_reason(error),

@@ -58,10 +58,16 @@ def default_owner() -> str:
     return f"{socket.gethostname()[:40]}:{os.getpid()}:{secrets.token_hex(4)}"
 
 
+# Called once a job of the kind is marked failed for good (its owner's row must say so).
+OnFailed = Callable[[ClaimedJob], Coroutine[Any, Any, None]]
+
+
 @dataclass
 class _Kind:
     handler: Handler
     concurrency: int
+    max_attempts: int
+    on_failed: OnFailed | None = None
     runs: dict[int, asyncio.Task[None]] = field(default_factory=dict)  # job id → _run
     work: dict[int, asyncio.Task[None]] = field(default_factory=dict)  # job id → handler
 
@@ -90,9 +96,20 @@ class JobRunner:
         self._closing = False
         self._loop_task: asyncio.Task[None] | None = None
 
-    def handle(self, kind: str, handler: Handler, *, concurrency: int = 4) -> None:
-        """Run jobs of `kind` with `handler`, at most `concurrency` at a time (before start)."""
-        self._kinds[kind] = _Kind(handler, concurrency)
+    def handle(
+        self,
+        kind: str,
+        handler: Handler,
+        *,
+        concurrency: int = 4,
+        max_attempts: int | None = None,
+        on_failed: OnFailed | None = None,
+    ) -> None:
+        """Run jobs of `kind` with `handler`, at most `concurrency` at a time (before start).
+        `max_attempts` overrides the runner's (claims, RetryLater rounds included);
+        `on_failed` runs when a job of the kind fails for good."""
+        attempts = self.max_attempts if max_attempts is None else max_attempts
+        self._kinds[kind] = _Kind(handler, concurrency, attempts, on_failed)
 
     def poke(self) -> None:
         """Claim now rather than at the next poll (call from the event loop's thread)."""
@@ -150,16 +167,17 @@ class JobRunner:
                     # Our own job, reclaimed after renewals failed: its handler still runs,
                     # and the claim has renewed its lease.
                     continue
-                if job.attempts > self.max_attempts:
+                if job.attempts > kind.max_attempts:
                     log.warning(
                         "job %s (%s) claimed %s times; failed without running",
                         job.id,
                         job.kind,
                         job.attempts,
                     )
-                    await asyncio.to_thread(
+                    if await asyncio.to_thread(
                         self.queue.fail, job.id, self.owner, "attempts exhausted"
-                    )
+                    ):
+                        await self._failed(kind, job)
                     continue
                 kind.runs[job.id] = asyncio.create_task(self._run(kind, job))
 
@@ -173,7 +191,7 @@ class JobRunner:
         try:
             await asyncio.wait({work})
             renewer.cancel()
-            await self._settle(job, work, lost.is_set())
+            await self._settle(kind, job, work, lost.is_set())
         except Exception as exc:  # the database is unreachable: the lease expires, it reruns
             log.error(
                 "job %s (%s) outcome not recorded",
@@ -206,7 +224,22 @@ class JobRunner:
                 work.cancel()
                 return
 
-    async def _settle(self, job: ClaimedJob, work: asyncio.Task[None], lost: bool) -> None:
+    async def _failed(self, kind: _Kind, job: ClaimedJob) -> None:
+        if kind.on_failed is None:
+            return
+        try:
+            await kind.on_failed(job)
+        except Exception as exc:
+            log.error(
+                "job %s (%s) on_failed raised",
+                job.id,
+                job.kind,
+                extra={"error": type(exc).__name__},
+            )
+
+    async def _settle(
+        self, kind: _Kind, job: ClaimedJob, work: asyncio.Task[None], lost: bool
+    ) -> None:
         # Retrieved in every case: asyncio would otherwise log an unretrieved exception with its
         # message, which may quote content.
         exc = None if work.cancelled() else work.exception()
@@ -221,9 +254,11 @@ class JobRunner:
             recorded = await asyncio.to_thread(q.retry, job.id, owner, exc.when(), exc.reason)
         elif isinstance(exc, GiveUp):
             recorded = await asyncio.to_thread(q.fail, job.id, owner, exc.reason)
+            if recorded:
+                await self._failed(kind, job)
         else:
             error = type(exc).__name__  # its message may quote content
-            if job.attempts >= self.max_attempts:
+            if job.attempts >= kind.max_attempts:
                 log.warning(
                     "job %s (%s) attempt %s failed; giving up",
                     job.id,
@@ -232,6 +267,8 @@ class JobRunner:
                     extra={"error": error},
                 )
                 recorded = await asyncio.to_thread(q.fail, job.id, owner, error)
+                if recorded:
+                    await self._failed(kind, job)
             else:
                 delay = min(self.backoff_max_s, self.backoff_s * 2 ** (job.attempts - 1))
                 log.warning(

@@ -38,6 +38,13 @@ class RequestMeta:
     model: str | None = None
     account: str | None = None
     request_id: str | None = None
+    # The request id was given (a webhook or batch job's): it is billed at most once, since
+    # the job may run again after a crash.
+    once: bool = False
+    # What is charged of the price (a batch line's discount: 0.5 charges half).
+    price_factor: float = 1.0
+    # Bulk work (a batch line): engines run it only when interactive requests leave room.
+    background: bool = False
     status: int | None = None
     prompt_tokens: int | None = None
     completion_tokens: int | None = None

@@ -13,7 +13,7 @@ from redis.exceptions import RedisError
 
 from inferd import metrics
 from inferd.auth import Principal
-from inferd.billing.budget import Budget, OverBudget, Scope
+from inferd.billing.budget import Budget, OverBudget, Scope, refusal
 from inferd.billing.ledger import UsageLedger, UsageRecord
 from inferd.billing.pricing import max_cost
 from inferd.catalog import Catalog, ModelNotFound, ModelSpec
@@ -172,6 +172,17 @@ class Serving:
                     param="model",
                 )
 
+    async def check_budget(self, principal: Principal) -> None:
+        """402 when a spending limit of the caller is used up already: work queued for later
+        (a webhook) is refused at submit rather than failing when it runs."""
+        for scope in budget_scopes(principal):
+            try:
+                spent = await self.budget.spent(scope.key)
+            except RedisError:
+                raise _store_down("budget") from None
+            if spent >= scope.limit:
+                raise RequestError(402, str(refusal(scope, spent)), code="spending_limit_reached")
+
     async def admit(
         self,
         principal: Principal,
@@ -219,6 +230,8 @@ class Serving:
         deployed = self.catalog.deployed(spec.key) if spec.deploy_id is not None else None
         if spec.adapter_of is not None and isinstance(request, Generate):
             request = msgspec.structs.replace(request, adapter=spec.deploy_id)
+        if admission.meta.background and isinstance(request, Generate):
+            request = msgspec.structs.replace(request, background=True)
         try:
             if deployed is None:
                 return await self.runtime.submit(spec.runtime_key, request)
@@ -265,8 +278,12 @@ class Serving:
         no task on the hot path, nothing a cancel can skip. False when `settle` must run."""
         if admission.reservation is not None or not self._sync_settle:
             return False
+        cost *= admission.meta.price_factor
         self.limiter.release_nowait(admission.principal.account_id, admission.spec.name)  # type: ignore[attr-defined]
-        self.ledger.record(usage_record(admission, status, prompt_tokens, completion_tokens, cost))
+        self.ledger.record(
+            usage_record(admission, status, prompt_tokens, completion_tokens, cost),
+            once=admission.meta.once,
+        )
         return True
 
     async def settle(
@@ -278,13 +295,15 @@ class Serving:
         cost: float,
     ) -> None:
         principal = admission.principal
+        cost *= admission.meta.price_factor
         try:
             await self.limiter.release(principal.account_id, admission.spec.name, admission.slot)
         finally:
             if admission.reservation is not None:
                 await self.budget.settle(admission.reservation, cost)
             self.ledger.record(
-                usage_record(admission, status, prompt_tokens, completion_tokens, cost)
+                usage_record(admission, status, prompt_tokens, completion_tokens, cost),
+                once=admission.meta.once,
             )
 
     def _target(self, principal: Principal, target: Target, request: InferenceRequest) -> ModelSpec:

@@ -119,6 +119,17 @@ class BlobStore:
         (which the caller deletes from its row) the data could not be read anyway."""
         self.path(file_id).unlink(missing_ok=True)
 
+    def record_key(self) -> tuple[RecordSealer, str]:
+        """A fresh key for small records (a batch's lines, kept in database rows rather than
+        files), and its wrapped form to store beside them."""
+        data_key = secrets.token_bytes(KEY_SIZE)
+        wrapped = aes_key_wrap(self._master_key, data_key)
+        return RecordSealer(data_key), _WRAP_PREFIX + base64.urlsafe_b64encode(wrapped).decode()
+
+    def record_sealer(self, owner_id: str, wrapped_key: str) -> RecordSealer:
+        """The sealer of a stored record key; BlobCorrupt when it does not unwrap."""
+        return RecordSealer(self._unwrap(owner_id, wrapped_key))
+
     def _unwrap(self, file_id: str, wrapped_key: str) -> bytes:
         if not wrapped_key.startswith(_WRAP_PREFIX):
             raise BlobCorrupt(f"Blob {file_id}: the wrapped key has an unknown format.")
@@ -130,6 +141,24 @@ class BlobStore:
                 f"Blob {file_id}: the data key does not unwrap (wrong master key or a damaged "
                 "wrapped key)."
             ) from None
+
+
+class RecordSealer:
+    """AES-256-GCM for small records under one key: each record bound (associated data) to the
+    label naming it, so a record moved to another row does not open."""
+
+    def __init__(self, data_key: bytes) -> None:
+        self._aead = AESGCM(data_key)
+
+    def seal(self, label: str, data: bytes) -> bytes:
+        nonce = secrets.token_bytes(NONCE_SIZE)
+        return nonce + self._aead.encrypt(nonce, data, label.encode())
+
+    def open(self, label: str, sealed: bytes) -> bytes:
+        try:
+            return self._aead.decrypt(sealed[:NONCE_SIZE], sealed[NONCE_SIZE:], label.encode())
+        except (InvalidTag, ValueError):
+            raise BlobCorrupt(f"Record {label} does not authenticate.") from None
 
 
 class BlobWriter:

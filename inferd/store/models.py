@@ -24,6 +24,12 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def as_utc(value: datetime) -> datetime:
+    """A timestamp read back from the database, offset-aware: SQLite returns them naive (they
+    are UTC, always); PostgreSQL returns them aware."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
 # The operator's own account: it owns the built-in models' rows (control/builtins.py), holds no
 # keys and is listed nowhere. Its name cannot be an owner prefix, so no deployment can claim it.
 SYSTEM_ACCOUNT_ID = "acct_builtin"

@@ -15,9 +15,10 @@ from inferd.api.gateway import Gateway
 from inferd.api.native.protocol import EmbeddingsRequest, TextGenerationRequest
 from inferd.api.native.serving_tasks import infer_task
 from inferd.api.native.task_protocol import TASKS
+from inferd.api.replay import is_replay
 from inferd.api.response_format import constraint_for
 from inferd.api.responses import JSONResponse
-from inferd.api.webhooks.replay import submit_webhook, webhook_replay
+from inferd.api.webhooks.inference import submit_webhook
 from inferd.auth import Principal
 from inferd.catalog import ModelSpec
 from inferd.requests import Embed, Generate, SamplingParams, Token
@@ -36,7 +37,7 @@ async def infer(gateway: Gateway, request: Request, model: str) -> Response:
     data = gateway.fields(content_type, body)
     spec = gateway.serving.resolve(principal, model, None)
     meta.route = "native_" + spec.task.replace("-", "_")
-    if data.get("webhook") is not None and not webhook_replay(request):
+    if data.get("webhook") is not None and not is_replay(request):
         return await submit_webhook(gateway, principal, model, data, content_type, body, meta)
     if spec.task in TASKS:
         return await infer_task(gateway, request, principal, spec, data, meta)

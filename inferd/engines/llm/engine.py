@@ -70,6 +70,7 @@ class Sequence:
     prompt_scores: list[Token] = field(default_factory=list)
     media: Any = None  # images of a vision prompt (backend-specific, see encode_multimodal)
     adapter: str | None = None  # the LoRA adapter this sequence runs under; None: the base
+    background: bool = False  # waits while interactive sequences run (batch lines)
 
     @property
     def prefilling(self) -> bool:
@@ -246,6 +247,7 @@ class LLMEngine(Engine[Generate]):
             score_prompt=params.prompt_logprobs,
             media=media,
             adapter=request.adapter,
+            background=request.background,
         )
 
     # -- scheduler thread -------------------------------------------------------------------
@@ -337,19 +339,20 @@ class LLMEngine(Engine[Generate]):
     def _admit(self) -> None:
         backend = self.backend
         while self._waiting and self._free_slots:
-            seq = self._waiting[0]
+            # Interactive requests are admitted before background ones, in arrival order.
+            seq = next((s for s in self._waiting if not s.background), self._waiting[0])
             # Leave room for one decode token per running sequence.
             need = len(seq.feed) + len(self._running) + 1
             if self._running and self._kv_used() + need > backend.kv_tokens:
                 return
-            self._waiting.popleft()
+            self._waiting.remove(seq)
             seq.slot = self._free_slots.pop()
             seq.n_cached = 0
             self._running.append(seq)
 
     def _preempt_until_fits(self, step_tokens: int) -> None:
         while len(self._running) > 1 and self._kv_used() + step_tokens > self.backend.kv_tokens:
-            victim = max(self._running, key=lambda s: s.order)
+            victim = max(self._running, key=lambda s: (s.background, s.order))
             self._release(victim)
             self._waiting.appendleft(victim)
             step_tokens -= 1
@@ -360,15 +363,18 @@ class LLMEngine(Engine[Generate]):
         budget = backend.batch_tokens
         entries: list[ForwardEntry] = []
         owners: list[Sequence] = []
+        # While interactive sequences run, background ones (batch lines) sit the step out,
+        # keeping their KV cache: bulk work costs interactive latency nothing but a slot.
+        stepping = [s for s in self._running if not s.background] or self._running
         # Decode tokens first: running generations keep their pace while prompts prefill.
-        for seq in self._running:
+        for seq in stepping:
             if not seq.prefilling and budget > 0:
                 entries.append(
                     ForwardEntry(seq.slot, [seq.feed[-1]], seq.n_cached, True, seq.score_prompt)
                 )
                 owners.append(seq)
                 budget -= 1
-        for seq in self._running:
+        for seq in stepping:
             if seq.prefilling and budget > 0:
                 end = min(len(seq.feed), seq.n_cached + budget)
                 last = end == len(seq.feed)

@@ -38,6 +38,7 @@ from inferd.jobs.webhooks.secrets import WebhookSecrets
 from inferd.jobs.webhooks.signing import headers as signed_headers
 from inferd.store.blobs import BlobError, BlobStore
 from inferd.store.db import Database
+from inferd.store.models import as_utc
 from inferd.store.webhook_tables import WebhookDelivery
 
 log = logging.getLogger("inferd.webhooks")
@@ -122,8 +123,11 @@ class Webhooks:
     def serve(self, execute: Execute, concurrency: int = 4) -> None:
         """Register the job handlers; `execute` runs a request as the API would."""
         self._execute = execute
-        self.runner.handle(RUN, self._run, concurrency=concurrency)
-        self.runner.handle(DELIVER, self._deliver, concurrency=8)
+        # A run waits out a full concurrency limit in 2 s steps: allow hours of them.
+        self.runner.handle(
+            RUN, self._run, concurrency=concurrency, max_attempts=10_000, on_failed=self._run_failed
+        )
+        self.runner.handle(DELIVER, self._deliver, concurrency=8, on_failed=self._deliver_failed)
         self.runner.handle(PURGE, self._purge, concurrency=2)
 
     async def close(self) -> None:
@@ -210,6 +214,29 @@ class Webhooks:
         await asyncio.to_thread(self._store_result, row.id, row.account_id, result)
         self.runner.poke()
 
+    async def _run_failed(self, job: ClaimedJob) -> None:
+        """The request could not be run (its stored copy unreadable, or every attempt
+        crashed): the receiver is told, as a failed inference."""
+        row = await asyncio.to_thread(self._row, job.ref)
+        if row is None or row.state != "queued":
+            return
+        failure = {
+            "request_id": row.request_id,
+            "inference_status": {"status": "failed", "runtime_ms": 0, "cost": 0.0},
+            "error": {"message": "The request could not be run.", "code": "internal_error"},
+        }
+        body = json.dumps(failure).encode()
+        await asyncio.to_thread(self._store_result, row.id, row.account_id, body)
+        self.runner.poke()
+
+    async def _deliver_failed(self, job: ClaimedJob) -> None:
+        """A delivery job that crashed every time: the row says failed, the purge is queued."""
+        row = await asyncio.to_thread(self._row, job.ref)
+        if row is None or row.state != "pending":
+            return
+        failed = delivery.AttemptResult(None, "internal_error", 0.0)
+        await asyncio.to_thread(self._record, row.id, row.account_id, row.attempts, failed, None)
+
     def _store_result(self, delivery_id: str, account_id: str, result: bytes) -> None:
         sealed = self._seal(f"{delivery_id}-result", result)
         with self.db.session() as s, s.begin():
@@ -292,7 +319,7 @@ class Webhooks:
             row = s.get(WebhookDelivery, delivery_id, with_for_update=True)
             if row is None or row.purged_at is not None or row.purge_at is None:
                 return
-            if _aware(row.purge_at) > now:
+            if as_utc(row.purge_at) > now:
                 return  # resent meanwhile: a later purge job holds the new date
             row.result_key = row.request_key = None
             row.purged_at = now
@@ -355,7 +382,3 @@ class Webhooks:
             return b"".join(self.blobs.read(blob_id, wrapped_key))
         except BlobError as exc:
             raise GiveUp(f"payload unreadable: {type(exc).__name__}") from None
-
-
-def _aware(value: datetime) -> datetime:
-    return value if value.tzinfo else value.replace(tzinfo=UTC)

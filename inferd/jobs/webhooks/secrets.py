@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 from inferd.auth.keys import KeyVault
 from inferd.jobs.webhooks.signing import new_secret
 from inferd.store.db import Database
+from inferd.store.models import as_utc
 from inferd.store.webhook_tables import WebhookSecret
 
 
@@ -40,7 +41,7 @@ class WebhookSecrets:
                 s.flush()
             secrets = [self.vault.decrypt(row.secret)]
             until = row.previous_until
-            if row.previous and until is not None and _aware(until) > datetime.now(UTC):
+            if row.previous and until is not None and as_utc(until) > datetime.now(UTC):
                 secrets.append(self.vault.decrypt(row.previous))
             return secrets
 
@@ -55,7 +56,3 @@ class WebhookSecrets:
             row.previous, row.previous_until = row.secret, now + self.rotation_window
             row.secret, row.rotated_at = self.vault.encrypt(fresh), now
             return fresh
-
-
-def _aware(value: datetime) -> datetime:
-    return value if value.tzinfo else value.replace(tzinfo=UTC)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from alembic import context
 
-# Imported for their tables, which join Base.metadata.
+# The table modules besides models.py, imported for their tables to join Base.metadata.
+from inferd.store import batch_tables, jobs_tables, webhook_tables  # noqa: F401
 from inferd.store.models import Base
 
 connection = context.config.attributes["connection"]

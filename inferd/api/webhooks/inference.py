@@ -8,33 +8,30 @@ caller as authenticated at submit and the request id the client was given.
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict
+from datetime import timedelta
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
 
-from inferd.api.dispatch import render_exception
 from inferd.api.errors import APIError
 from inferd.api.gateway import Gateway
+from inferd.api.replay import current_principal, replay
 from inferd.api.responses import JSONResponse
 from inferd.auth import Principal
-from inferd.auth.authenticator import JwtScope
+from inferd.jobs.runner import RetryLater
 from inferd.jobs.webhooks.delivery import URLRejected
 from inferd.jobs.webhooks.outbox import Envelope, QueueFull
 from inferd.serving import RequestMeta
 from inferd.serving.admission import new_request_id
 
-REPLAY = "webhook_replay"  # scope state flag: this request is a webhook job's replay
+REPLAY = "webhook_replay"
+BUSY_RETRY_S = 2.0  # scope state flag: this request is a webhook job's replay
 
 Infer = Callable[[Gateway, Request, str], Awaitable[Response]]
-
-
-def webhook_replay(request: Request) -> bool:
-    return bool(request.scope.get("state", {}).get(REPLAY))
 
 
 async def submit_webhook(
@@ -63,6 +60,7 @@ async def submit_webhook(
         await webhooks.check_url(url)
     except URLRejected as exc:
         raise APIError(400, f"`webhook`: {exc.reason}.", param="webhook", code=exc.code) from None
+    await gateway.serving.check_budget(principal)
     request_id = new_request_id()
     meta.request_id = request_id
     envelope = Envelope(request_id, model, content_type, body, asdict(principal))
@@ -75,34 +73,20 @@ async def submit_webhook(
 
 async def execute(gateway: Gateway, infer: Infer, envelope: Envelope) -> bytes:
     """Run a stored webhook request as its HTTP call; the JSON body to deliver."""
-    path = f"/v1/inference/{envelope.model}"
-    sent = False
-
-    async def receive() -> dict[str, Any]:
-        nonlocal sent
-        if not sent:
-            sent = True
-            return {"type": "http.request", "body": envelope.body, "more_body": False}
-        await asyncio.Future()  # nobody disconnects from a job: wait until cancelled
-        raise AssertionError
-
-    scope = {
-        "type": "http",
-        "method": "POST",
-        "path": path,
-        "raw_path": path.encode(),
-        "query_string": b"",
-        "headers": [(b"content-type", envelope.content_type.encode("latin-1"))],
-        "state": {
-            "principal": _principal(envelope.principal),
-            "request_id": envelope.request_id,
-            REPLAY: True,
-        },
-    }
-    try:
-        response = await infer(gateway, Request(scope, receive), envelope.model)
-    except Exception as exc:
-        response = render_exception(exc, path)
+    response = await replay(
+        lambda request: infer(gateway, request, envelope.model),
+        f"/v1/inference/{envelope.model}",
+        envelope.content_type,
+        envelope.body,
+        await current_principal(gateway, envelope.principal),
+        envelope.request_id,
+    )
+    # Billed before the job is done: a crash after this point reruns nothing that bills.
+    if not await gateway.ledger.flush():
+        raise RuntimeError("usage not written")  # the job retries; the row is kept
+    if response.status_code in (429, 503):
+        # The account's concurrency limit is full, or a model is starting: wait, don't fail.
+        raise RetryLater(timedelta(seconds=BUSY_RETRY_S), f"status {response.status_code}")
     body = getattr(response, "body", b"")
     if response.status_code == 200 and body:
         return bytes(body)
@@ -114,11 +98,3 @@ async def execute(gateway: Gateway, infer: Infer, envelope: Envelope) -> bytes:
             "error": error or {"message": "The request failed.", "code": "failed"},
         }
     ).encode()
-
-
-def _principal(raw: dict[str, Any]) -> Principal:
-    jwt = raw.get("jwt")
-    if jwt is not None:
-        models = jwt.get("models")
-        jwt = JwtScope(**{**jwt, "models": tuple(models) if models is not None else None})
-    return Principal(**{**raw, "jwt": jwt})
