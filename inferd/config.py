@@ -133,6 +133,11 @@ class Settings(BaseModel):
     )
 
     # Jobs (jobs/): webhooks and batch files, encrypted at rest under a key kept outside `home`.
+    blob_dir: Path | None = Field(
+        default=None,
+        description="Where encrypted files and payloads are kept (`home/blobs` when unset). "
+        "Gateways sharing a database must share this folder (a shared filesystem).",
+    )
     blob_master_key: SecretStr | None = Field(
         default=None,
         description="Key that wraps every stored file's own key (hex or base64 of 32 bytes).",

@@ -6,6 +6,7 @@ import base64
 import os
 import secrets
 import stat
+import time
 from pathlib import Path
 
 import pytest
@@ -341,3 +342,23 @@ def test_default_key_file_respects_umask(tmp_path: Path, monkeypatch: pytest.Mon
         os.umask(old)
     path = tmp_path / "home" / ".config" / "inferd" / "blob-master.key"
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def test_sweep_removes_only_old_partial_writes(tmp_path: Path) -> None:
+    store = BlobStore(tmp_path / "blobs", bytes(32))
+    old = store.writer("old-upload")
+    old.write(b"x" * 10)
+    young = store.writer("young-upload")
+    young.write(b"y" * 10)
+    [old_part] = [p for p in store.root.iterdir() if p.name.startswith(".old-upload.")]
+    os.utime(old_part, (time.time() - 7200, time.time() - 7200))
+    with store.writer("finished") as done:
+        done.write(b"z")
+        done.finish()
+    assert store.sweep_partial(older_than_s=3600) == 1
+    assert not old_part.exists()
+    assert sorted(
+        p.name.split(".")[1] if p.name.startswith(".") else p.name for p in store.root.iterdir()
+    ) == ["finished", "young-upload"]
+    young.abort()
+    old.abort()

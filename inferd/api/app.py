@@ -95,7 +95,7 @@ def create_app(
         queue = JobQueue(db)
         jobs = JobRunner(queue)
         blobs = BlobStore(
-            settings.home / "blobs",
+            settings.blob_dir or settings.home / "blobs",
             load_master_key(
                 _secret(settings.blob_master_key), settings.blob_master_key_file, settings.home
             ),
@@ -138,6 +138,7 @@ def create_app(
         await runtime.start()
         await control.start()
         await asyncio.to_thread(webhooks.recover)
+        await asyncio.to_thread(blobs.sweep_partial)
         files.serve(jobs)
         await jobs.start()
         notifier = DeprecationNotifier(settings, db, served)

@@ -28,6 +28,7 @@ import re
 import secrets
 import struct
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -113,6 +114,19 @@ class BlobStore:
         except FileNotFoundError:
             raise BlobMissing(f"Blob {file_id} does not exist.") from None
         return _read_chunks(handle, file_id, AESGCM(data_key))
+
+    def sweep_partial(self, older_than_s: float = 3600.0) -> int:
+        """Delete temporary files of writes that never finished (a crash mid-upload): their
+        key was never handed out, so they are unreadable, but they are content all the same.
+        Only old ones: another process sharing the folder may be writing a young one."""
+        cutoff = time.time() - older_than_s
+        swept = 0
+        for path in self.root.glob(f".*{_PART_SUFFIX}"):
+            with contextlib.suppress(FileNotFoundError):
+                if path.stat().st_mtime < cutoff:
+                    path.unlink()
+                    swept += 1
+        return swept
 
     def purge(self, file_id: str) -> None:
         """Delete the ciphertext; a no-op when it is already gone. Without its wrapped key
