@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
+import signal
 import time
 
 import httpx
 import pytest
 import redis
 
-from tests.conftest import ADMIN_KEY, Server
+from tests.conftest import ADMIN_KEY, Server, free_port
 from tests.test_tenancy import POSTGRES_URL, REDIS_URL, reset_postgres, services_available
 
 SLOW = "test/slow-stream"
@@ -137,3 +138,47 @@ def test_revocation_reaches_every_gateway(two_gateways) -> None:
             headers={"Authorization": f"Bearer {created}"},
         )
         assert r.status_code == 401
+
+
+def test_another_gateway_delivers_what_a_killed_one_accepted(two_gateways, tmp_path) -> None:
+    """Gateways sharing PostgreSQL and `home` (so the blob folder and master key): webhook
+    requests accepted by one that is then killed are run and delivered by the other, which
+    reads the payloads the first one stored."""
+    from standardwebhooks.webhooks import Webhook
+
+    from tests.test_webhooks import Receiver
+
+    first, second, _ = two_gateways
+    port = free_port()
+    auth = {"Authorization": f"Bearer {ADMIN_KEY}"}
+    for server in (first, second):  # the allow-list is read at start
+        server.stop()
+        server.env["INFERD_WEBHOOKS_ALLOW_HOSTS"] = f"127.0.0.1:{port}"
+        server.env["INFERD_WEBHOOKS_RETRY_SCHEDULE"] = "0.5,0.5,0.5,0.5,0.5,0.5,0.5,0.5"
+    first.start(timeout=60)
+    # The receiver is down: the first gateway runs each request and fails the first delivery.
+    accepted = [
+        httpx.post(
+            f"{first.url}/v1/inference/{SLOW}",
+            json={"input": "hi", "max_new_tokens": 2, "webhook": f"http://127.0.0.1:{port}/h"},
+            headers=auth,
+        ).json()["request_id"]
+        for _ in range(3)
+    ]
+    deadline = time.monotonic() + 30
+    while True:
+        rows = httpx.get(f"{first.url}/v1/webhooks/deliveries", headers=auth).json()["data"]
+        if sum(r["attempts"] >= 1 for r in rows if r["request_id"] in accepted) == 3:
+            break
+        assert time.monotonic() < deadline, rows
+        time.sleep(0.2)
+    first.stop(signal.SIGKILL)
+    receiver = Receiver(port)
+    try:
+        second.start(timeout=60)  # its jobs' leases expire (30 s) or are retried on schedule
+        got = receiver.wait(3, timeout=90)
+        secret = httpx.get(f"{second.url}/v1/webhooks/secret", headers=auth).json()["secret"]
+        ids = {Webhook(secret).verify(raw, headers)["request_id"] for headers, raw, _ in got}
+        assert ids == set(accepted)
+    finally:
+        receiver.close()
