@@ -58,7 +58,7 @@ ERRORS: dict[int, str] = {
     409: "A resource of that name exists already.",
     410: "Gone: the resource's retention window has ended (a webhook delivery's resend).",
     413: "The body, an image or an audio input is too large.",
-    415: "An image or audio input is in a format the model cannot read.",
+    415: "A body or an input (image, audio) in a media type the route or the model cannot read.",
     429: "Rate limited: too many requests in flight for this account and model.",
     503: "The model is unavailable or the server is shutting down; retry later.",
 }

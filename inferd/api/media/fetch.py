@@ -81,6 +81,10 @@ async def _fetch(
         netloc = f"[{address}]" if ":" in address else address
         pinned = parts._replace(netloc=f"{netloc}:{port}").geturl()
         headers = {"Host": parts.netloc.rsplit("@", 1)[-1], "Accept": "*/*"}
+        if parts.scheme == "https":
+            # Pooled by address, a TLS connection verified for one host name could carry the
+            # next request for another name on the same address: one connection per fetch.
+            headers["Connection"] = "close"
         try:
             async with client.stream(
                 "GET", pinned, headers=headers, extensions={"sni_hostname": host}
