@@ -154,7 +154,9 @@ def test_another_gateway_delivers_what_a_killed_one_accepted(two_gateways, tmp_p
     for server in (first, second):  # the allow-list is read at start
         server.stop()
         server.env["INFERD_WEBHOOKS_ALLOW_HOSTS"] = f"127.0.0.1:{port}"
-        server.env["INFERD_WEBHOOKS_RETRY_SCHEDULE"] = "0.5,0.5,0.5,0.5,0.5,0.5,0.5,0.5"
+        # Steps long enough that no delivery runs out of attempts before the kill, however
+        # slow the machine; short enough that the second gateway soon tries again.
+        server.env["INFERD_WEBHOOKS_RETRY_SCHEDULE"] = "4,4,4,4,4,4,4,4,4,4"
     first.start(timeout=60)
     # The receiver is down: the first gateway runs each request and fails the first delivery.
     accepted = [

@@ -127,7 +127,14 @@ class Webhooks:
         self.runner.handle(
             RUN, self._run, concurrency=concurrency, max_attempts=10_000, on_failed=self._run_failed
         )
-        self.runner.handle(DELIVER, self._deliver, concurrency=8, on_failed=self._deliver_failed)
+        # Every scheduled retry is a claim of the job: room for all of them, and a few crashes.
+        self.runner.handle(
+            DELIVER,
+            self._deliver,
+            concurrency=8,
+            max_attempts=len(self.retry.schedule) + 4,
+            on_failed=self._deliver_failed,
+        )
         self.runner.handle(PURGE, self._purge, concurrency=2)
 
     async def close(self) -> None:
