@@ -77,6 +77,14 @@ class Gateway:
         except AuthError as exc:
             raise APIError(exc.status, str(exc), code="invalid_api_key") from None
 
+    async def key_holder(self, request: Request, refusal: str) -> Principal:
+        """The caller of a management route: an API key's business, never a scoped JWT's
+        (those are for inference); `refusal` is the 403's message."""
+        principal = await self.principal(request)
+        if principal.jwt is not None:
+            raise APIError(403, refusal, code="forbidden")
+        return principal
+
     @staticmethod
     def meta(request: Request, route: str) -> RequestMeta:
         """The request's log metadata, filled by the serving path, read by the access log."""

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from datetime import datetime
+from typing import Any, overload
 
 import orjson
 from starlette.background import BackgroundTask
 from starlette.responses import Response
+
+from inferd.store.models import as_utc
 
 _JSON = b"application/json"
 
@@ -34,3 +37,16 @@ class JSONResponse(Response):
 
     def render(self, content: Any) -> bytes:
         return orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+@overload
+def unix_time(value: datetime) -> int: ...
+@overload
+def unix_time(value: None) -> None: ...
+@overload
+def unix_time(value: datetime | None) -> int | None: ...
+
+
+def unix_time(value: datetime | None) -> int | None:
+    """A stored timestamp as OpenAI's wire writes times: whole unix seconds."""
+    return None if value is None else int(as_utc(value).timestamp())

@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from types import TracebackType
 from typing import Literal
 
@@ -33,7 +33,7 @@ from inferd.store.batch_tables import ERROR, INPUT, OUTPUT, BatchFile
 from inferd.store.blobs import BlobMissing, BlobStore, BlobWriter
 from inferd.store.db import Database
 from inferd.store.jobs_tables import Job
-from inferd.store.models import as_utc
+from inferd.store.models import as_utc, utcnow
 
 PURGE = "files.purge"
 PURGE_PRIORITY = 1000  # retention runs after work that someone waits on
@@ -78,10 +78,6 @@ class CursorUnknown(FileError):
 def new_file_id() -> str:
     # A valid blob id too (store/blobs.py: [A-Za-z0-9][A-Za-z0-9_-]{0,127}).
     return "file-" + secrets.token_hex(12)
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
 
 
 def _live(query: Select[tuple[BatchFile]]) -> Select[tuple[BatchFile]]:
@@ -154,7 +150,7 @@ class FileStore:
         """Seal the blob, then write its row and its purge job in one transaction: a row
         never exists without the job that ends it, and a failure leaves no ciphertext."""
         sealed = writer.finish()
-        now = _now()
+        now = utcnow()
         row = BatchFile(
             id=file_id,
             account_id=account_id,
@@ -271,7 +267,7 @@ class FileStore:
     def delete(self, account_id: str, file_id: str) -> bool:
         """Delete the account's file now: its key and ciphertext are destroyed, the row kept
         with `deleted_at`. False when there is no such live file."""
-        now = _now()
+        now = utcnow()
         with self.db.session() as s, s.begin():
             row = s.get(BatchFile, file_id, with_for_update=True)
             if row is None or row.account_id != account_id or row.deleted_at is not None:
@@ -296,7 +292,7 @@ class FileStore:
         await asyncio.to_thread(self._expire, job.ref)
 
     def _expire(self, file_id: str) -> None:
-        now = _now()
+        now = utcnow()
 
         def due(row: BatchFile) -> bool:
             if row.role == INPUT and row.batch_id is not None:
@@ -316,7 +312,7 @@ class FileStore:
             if not due(row):
                 return None
             row.wrapped_key = None
-            row.purged_at = _now()
+            row.purged_at = utcnow()
         return True
 
 

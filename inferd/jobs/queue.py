@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import delete, func, select, text, update
@@ -33,7 +33,7 @@ from inferd.store.jobs_tables import (
     RUNNING,
     Job,
 )
-from inferd.store.models import as_utc
+from inferd.store.models import as_utc, utcnow
 
 ERROR_MAX = 200  # last_error's column width
 
@@ -53,10 +53,6 @@ class ClaimedJob:
     lease_owner: str
     lease_until: datetime
     last_error: str | None  # the previous attempt's reason, if any
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
 
 
 def _reason(error: str) -> str:
@@ -129,7 +125,7 @@ class JobQueue:
     ) -> int:
         """Queue one job per key, all working on `ref` (a batch's lines), in one transaction.
         Keys already present are skipped; returns how many jobs were added."""
-        now = _now()
+        now = utcnow()
         start = as_utc(run_at) if run_at else now
         rows = [
             {
@@ -165,7 +161,7 @@ class JobQueue:
         that expired (its process died or stalled). Each claim counts an attempt."""
         if limit <= 0 or not kinds:
             return []
-        now = _now()
+        now = utcnow()
         due = (
             select(Job.id)
             .where(Job.kind.in_(list(kinds)))
@@ -203,13 +199,13 @@ class JobQueue:
     def extend(self, job_id: int, owner: str, lease_s: float) -> bool:
         """Renew the lease to now + lease_s. False: the job is no longer ours (another process
         reclaimed it after our lease expired, or it was finished)."""
-        now = _now()
+        now = utcnow()
         return self._held_write(
             job_id, owner, lease_until=now + timedelta(seconds=lease_s), updated_at=now
         )
 
     def complete(self, job_id: int, owner: str) -> bool:
-        now = _now()
+        now = utcnow()
         return self._held_write(
             job_id, owner, state=DONE, lease_until=None, finished_at=now, updated_at=now
         )
@@ -224,12 +220,12 @@ class JobQueue:
             lease_owner=None,
             lease_until=None,
             last_error=_reason(error),
-            updated_at=_now(),
+            updated_at=utcnow(),
         )
 
     def fail(self, job_id: int, owner: str, error: str) -> bool:
         """Finished for good, unsuccessfully. `error` is a short reason, no content."""
-        now = _now()
+        now = utcnow()
         return self._held_write(
             job_id,
             owner,
@@ -257,7 +253,7 @@ class JobQueue:
     def cancel(self, kind: str, ref: str) -> int:
         """Withdraw the queued jobs of `kind` working on `ref` (running ones finish); returns
         how many were cancelled."""
-        now = _now()
+        now = utcnow()
         with self.db.session() as s, s.begin():
             result = s.execute(
                 update(Job)
@@ -278,7 +274,7 @@ class JobQueue:
     def purge_finished(self, older_than: timedelta) -> int:
         """Delete jobs that finished (done, failed, cancelled) more than `older_than` ago, so
         the table holds live work and recent history only; returns how many."""
-        cutoff = _now() - older_than
+        cutoff = utcnow() - older_than
         with self.db.session() as s, s.begin():
             result = s.execute(
                 delete(Job).where(Job.state.in_(FINISHED_STATES), Job.finished_at < cutoff)

@@ -6,8 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 from dataclasses import asdict
-from datetime import UTC, datetime
-from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -15,7 +13,7 @@ from starlette.responses import Response
 from inferd.api.batches.protocol import BatchListQuery, BatchObject, CreateBatch
 from inferd.api.errors import APIError
 from inferd.api.gateway import Gateway
-from inferd.api.responses import JSONResponse
+from inferd.api.responses import JSONResponse, unix_time
 from inferd.auth import Principal
 from inferd.jobs.batch.service import BatchError, Batches
 from inferd.store.batch_tables import Batch
@@ -27,9 +25,7 @@ async def _batches(request: Request) -> tuple[Gateway, Principal, Batches]:
     gateway: Gateway = request.app.state.gateway
     if gateway.batches is None:
         raise APIError(404, "Batches are not enabled on this server.", code="not_found")
-    principal = await gateway.principal(request)
-    if principal.jwt is not None:
-        raise APIError(403, "Scoped JWTs cannot use the Batch API.", code="forbidden")
+    principal = await gateway.key_holder(request, "Scoped JWTs cannot use the Batch API.")
     return gateway, principal, gateway.batches
 
 
@@ -131,23 +127,17 @@ def batch_object(row: Batch) -> BatchObject:
         "status": status,
         "output_file_id": row.output_file_id,
         "error_file_id": row.error_file_id,
-        "created_at": _unix(row.created_at),
-        "in_progress_at": _unix(row.in_progress_at),
-        "expires_at": _unix(row.expires_at),
-        "finalizing_at": _unix(row.finalizing_at),
-        "completed_at": _unix(row.completed_at),
-        "failed_at": _unix(row.failed_at),
-        "expired_at": _unix(row.expired_at),
-        "cancelling_at": _unix(row.cancelling_at),
-        "cancelled_at": _unix(row.cancelled_at),
+        "created_at": unix_time(row.created_at),
+        "in_progress_at": unix_time(row.in_progress_at),
+        "expires_at": unix_time(row.expires_at),
+        "finalizing_at": unix_time(row.finalizing_at),
+        "completed_at": unix_time(row.completed_at),
+        "failed_at": unix_time(row.failed_at),
+        "expired_at": unix_time(row.expired_at),
+        "cancelling_at": unix_time(row.cancelling_at),
+        "cancelled_at": unix_time(row.cancelled_at),
         "request_counts": {"total": row.total, "completed": row.completed, "failed": row.failed},
         "metadata": json.loads(row.metadata_json) if row.metadata_json else None,
         "model": row.model,
         "pause_reason": row.pause_reason,
     }
-
-
-def _unix(value: datetime | None) -> Any:
-    if value is None:
-        return None
-    return int((value if value.tzinfo else value.replace(tzinfo=UTC)).timestamp())

@@ -34,11 +34,7 @@ def _control(gateway: Gateway) -> ControlPlane:
 
 
 async def _owner(request: Request) -> Principal:
-    """Deployments are managed with an API key; a scoped JWT is for inference only."""
-    principal = await _gateway(request).principal(request)
-    if principal.jwt is not None:
-        raise APIError(403, "Scoped JWTs cannot manage deployments.", code="forbidden")
-    return principal
+    return await _gateway(request).key_holder(request, "Scoped JWTs cannot manage deployments.")
 
 
 async def _call(fn, *args: Any) -> Any:

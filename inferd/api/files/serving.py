@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Iterator
-from datetime import UTC, datetime
 
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
@@ -22,7 +21,7 @@ from inferd.api.errors import APIError
 from inferd.api.files.protocol import FileListQuery, FileObject, FileUploadFields
 from inferd.api.gateway import Gateway
 from inferd.api.multipart_stream import MultipartError, stream_multipart
-from inferd.api.responses import JSONResponse
+from inferd.api.responses import JSONResponse, unix_time
 from inferd.auth import Principal
 from inferd.jobs.files import (
     UPLOAD_PURPOSES,
@@ -46,9 +45,7 @@ async def _files(request: Request) -> tuple[Gateway, Principal, FileStore]:
     gateway: Gateway = request.app.state.gateway
     if gateway.files is None:
         raise APIError(404, "Files are not enabled on this server.", code="not_found")
-    principal = await gateway.principal(request)
-    if principal.jwt is not None:
-        raise APIError(403, "Scoped JWTs cannot use the Files API.", code="forbidden")
+    principal = await gateway.key_holder(request, "Scoped JWTs cannot use the Files API.")
     return gateway, principal, gateway.files
 
 
@@ -220,14 +217,10 @@ def file_object(row: BatchFile) -> FileObject:
         "id": row.id,
         "object": "file",
         "bytes": row.bytes,
-        "created_at": _unix(row.created_at),
+        "created_at": unix_time(row.created_at),
         "filename": row.filename,
         "purpose": row.purpose,
         "status": "processed",
-        "expires_at": _unix(row.expires_at) if row.expires_at is not None else None,
+        "expires_at": unix_time(row.expires_at),
         "status_details": None,
     }
-
-
-def _unix(value: datetime) -> int:
-    return int((value if value.tzinfo else value.replace(tzinfo=UTC)).timestamp())

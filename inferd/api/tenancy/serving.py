@@ -29,11 +29,9 @@ def _gateway(request: Request) -> Gateway:
 
 
 async def _key_holder(request: Request) -> Principal:
-    """Management needs an API key: a scoped JWT is for inference only."""
-    principal = await _gateway(request).principal(request)
-    if principal.jwt is not None:
-        raise APIError(403, "Scoped JWTs cannot manage accounts or keys.", code="forbidden")
-    return principal
+    return await _gateway(request).key_holder(
+        request, "Scoped JWTs cannot manage accounts or keys."
+    )
 
 
 async def _admin(request: Request) -> Principal:

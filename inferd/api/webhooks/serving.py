@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from starlette.requests import Request
@@ -14,6 +14,7 @@ from inferd.api.gateway import Gateway
 from inferd.api.responses import JSONResponse
 from inferd.auth import Principal
 from inferd.jobs.webhooks.outbox import ResendGone, Webhooks
+from inferd.store.models import as_utc
 from inferd.store.webhook_tables import WebhookDelivery
 
 
@@ -27,12 +28,8 @@ def _webhooks(request: Request) -> tuple[Gateway, Webhooks]:
 async def _key_holder(request: Request) -> tuple[Principal, Webhooks]:
     """The secret signs what receivers trust: an API key's business, never a scoped JWT's."""
     gateway, webhooks = _webhooks(request)
-    principal = await gateway.principal(request)
-    if principal.jwt is not None:
-        raise APIError(
-            403, "Scoped JWTs cannot read or rotate the webhook secret.", code="forbidden"
-        )
-    return principal, webhooks
+    refusal = "Scoped JWTs cannot read or rotate the webhook secret."
+    return await gateway.key_holder(request, refusal), webhooks
 
 
 async def get_secret(request: Request) -> Response:
@@ -84,6 +81,4 @@ def _delivery(row: WebhookDelivery, webhooks: Webhooks) -> dict[str, Any]:
 
 
 def _iso(value: datetime | None) -> str | None:
-    if value is None:
-        return None
-    return (value if value.tzinfo else value.replace(tzinfo=UTC)).isoformat()
+    return None if value is None else as_utc(value).isoformat()

@@ -26,7 +26,7 @@ import logging
 import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import Select, delete, select, update
@@ -38,6 +38,7 @@ from inferd.jobs.runner import JobRunner, RetryLater
 from inferd.store.batch_tables import Batch, BatchLine
 from inferd.store.blobs import BlobStore
 from inferd.store.db import Database
+from inferd.store.models import utcnow
 
 log = logging.getLogger("inferd.batches")
 
@@ -129,7 +130,7 @@ class Batches:
             raise BatchError(400, f"No file `{input_file_id}`.", "input_file_id") from None
         except FileInUse as exc:
             raise BatchError(400, str(exc), "input_file_id") from None
-        now = _now()
+        now = utcnow()
         row = Batch(
             id=batch_id,
             account_id=account_id,
@@ -202,7 +203,7 @@ class Batches:
                 if row.status in ("completed", "failed", "expired"):
                     raise BatchError(409, f"Batch `{batch_id}` is {row.status} already.")
                 return row
-            row.status, row.cancelling_at = "cancelling", _now()
+            row.status, row.cancelling_at = "cancelling", utcnow()
         self.queue.cancel(LINE, batch_id)
         self.queue.cancel(VALIDATE, batch_id)
         self._queue_finalize(batch_id, account_id)
@@ -286,7 +287,7 @@ class Batches:
             row = s.get(Batch, batch.id, with_for_update=True)
             if row is None or row.status != "validating":
                 return
-            row.status, row.failed_at = "failed", _now()
+            row.status, row.failed_at = "failed", utcnow()
             row.errors_json = json.dumps(errors)
         self.files.purge(batch.input_file_id)
 
@@ -295,7 +296,7 @@ class Batches:
             row = s.get(Batch, batch.id, with_for_update=True)
             if row is None or row.status != "validating":
                 return
-            row.status, row.in_progress_at = "in_progress", _now()
+            row.status, row.in_progress_at = "in_progress", utcnow()
             row.total, row.model = total, model
             numbers = list(
                 s.scalars(select(BatchLine.number).where(BatchLine.batch_id == batch.id))
@@ -389,7 +390,7 @@ class Batches:
             row = s.get(Batch, batch.id, with_for_update=True)
             if row is None or row.status not in LIVE:
                 return
-            row.status, row.expired_at = "expiring", _now()
+            row.status, row.expired_at = "expiring", utcnow()
         self.queue.cancel(LINE, batch.id)
         self.queue.cancel(VALIDATE, batch.id)
         self._queue_finalize(batch.id, batch.account_id)
@@ -420,7 +421,7 @@ class Batches:
                 return
             ending = final.get(row.status, row.final_status or "completed")
             row.final_status = ending
-            row.status, row.finalizing_at = "finalizing", row.finalizing_at or _now()
+            row.status, row.finalizing_at = "finalizing", row.finalizing_at or utcnow()
         sealer = self.blobs.record_sealer(batch.id, batch.line_key) if batch.line_key else None
         expires = batch.output_expires_s
         output = self.files.create_output(
@@ -461,7 +462,7 @@ class Batches:
                         errors.write(_expired_line(custom_id) + b"\n")
             out_row = output.finish() if output.size else None
             err_row = errors.finish() if errors.size else None
-        now = _now()
+        now = utcnow()
         with self.db.session() as s, s.begin():
             row = s.get(Batch, batch.id, with_for_update=True)
             assert row is not None
@@ -502,7 +503,3 @@ def _expired_line(custom_id: str) -> bytes:
             },
         }
     ).encode()
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
