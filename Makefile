@@ -66,6 +66,7 @@ bench: $(VENV)/.bench-done
 	$(BIN)/python -m bench.constrained_throughput
 	$(BIN)/python -m bench.tasks_throughput
 	$(BIN)/python -m bench.batch_priority
+	$(BIN)/python -m bench.ray_backend
 
 clean:
 	rm -rf $(VENV) .inferd

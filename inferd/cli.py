@@ -22,7 +22,13 @@ def serve(args: argparse.Namespace) -> None:
     from inferd.api.app import create_app
     from inferd.logs import configure_logging
 
-    overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
+    given = (
+        ("host", args.host),
+        ("port", args.port),
+        ("backend", args.backend),
+        ("ray_address", args.ray_address),
+    )
+    overrides = {k: v for k, v in given if v is not None}
     settings = load_settings(overrides)
     configure_logging(settings.log_level)
     created = _services(settings).bootstrap_admin(settings.admin_key)
@@ -185,6 +191,8 @@ def main(argv: list[str] | None = None) -> None:
     p = sub.add_parser("serve", help="run the API server and its model workers")
     p.add_argument("--host")
     p.add_argument("--port", type=int)
+    p.add_argument("--backend", choices=["local", "ray"], help="where model replicas run")
+    p.add_argument("--ray-address", help="the Ray cluster's HOST:PORT (with --backend ray)")
     p.set_defaults(func=serve)
 
     keys = sub.add_parser("keys", help="manage API keys").add_subparsers(dest="op", required=True)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
@@ -90,6 +90,26 @@ class Settings(BaseModel):
     drain_timeout_s: float = 30.0
     model_ready_timeout_s: float = 300.0
     worker_restart_backoff_s: float = 0.5
+    # Where model replicas run: worker processes of this gateway, or a Ray cluster (Ray Serve).
+    backend: Literal["local", "ray"] = Field(
+        default="local", description="`local` (worker processes) or `ray` (a Ray cluster)."
+    )
+    ray_address: str | None = Field(
+        default=None, description="The Ray cluster's GCS address, HOST:PORT (backend `ray`)."
+    )
+    ray_namespace: str = Field(default="inferd", description="Ray namespace of the driver.")
+    ray_cpus_per_replica: float = Field(
+        default=0.5, gt=0, description="CPUs each Ray replica reserves (fractions allowed)."
+    )
+    ray_health_check_period_s: float = Field(
+        default=10.0, gt=0, description="How often Serve checks each replica."
+    )
+    ray_health_check_timeout_s: float = Field(
+        default=30.0, gt=0, description="A replica silent this long is replaced."
+    )
+    ray_autoscale_look_back_s: float = Field(
+        default=30.0, gt=0, description="The window Serve's autoscaler averages load over."
+    )
     auth_cache_ttl_s: float = 2.0
     # Deployments (control/): accelerator pools, quota, weights from a Hugging Face hub.
     hf_endpoint: str | None = Field(

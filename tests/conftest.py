@@ -244,3 +244,20 @@ def sse_events(response: httpx.Response) -> list[str]:
         assert frame.startswith("data: "), f"bad SSE frame {frame[:40]!r}"
         payloads.append(frame[len("data: ") :])
     return payloads
+
+
+@pytest.fixture(scope="session")
+def ray_cluster() -> Iterator[Any]:
+    """A real two-node Ray cluster (tests/ray_cluster.py), shared by the Ray suites, with Ray
+    Serve started and its HTTP proxy off; this process is connected as a driver."""
+    pytest.importorskip("ray")
+    from ray import serve
+
+    from tests.ray_cluster import RayCluster
+
+    cluster = RayCluster(free_port()).start()
+    serve.start(http_options={"location": "NoServer"})
+    try:
+        yield cluster
+    finally:
+        cluster.stop()

@@ -156,7 +156,10 @@ def test_deploy_chat_by_every_name_then_stop_start_delete(
     assert obj["config"]["gpu"] == cpu_pool and obj["settings"]["max_instances"] == 1
 
     running = wait_status(alice, deploy_id, "running")
-    assert running["instances"] == {"running": 1, "pending": 0}
+    instances = running["instances"]
+    assert (instances["running"], instances["pending"]) == (1, 0)
+    assert [i["state"] for i in instances["list"]] == ["running"]
+    assert instances["list"][0]["node"] and instances["list"][0]["id"].startswith(deploy_id)
     assert len(running["config"]["commit"]) == 40
     key = alice.headers["Authorization"].removeprefix("Bearer ")
     for name in ("alice/test-model", "alice/test-model:1", f"deploy_id:{deploy_id}"):
@@ -367,7 +370,8 @@ def _runs_what_fits(alice: httpx.Client, cpu_pool: str, deploy_id: str) -> None:
         time.sleep(0.2)
         obj = alice.get(f"/deploy/{deploy_id}").json()
     assert "3 instances wanted; only 2 fit" in obj["status_reason"]
-    assert obj["instances"] == {"running": 2, "pending": 0}
+    assert (obj["instances"]["running"], obj["instances"]["pending"]) == (2, 0)
+    assert len({i["id"] for i in obj["instances"]["list"]}) == 2
 
     # The pool is full: another version waits in `deploying`, says why, runs nothing, and
     # starts once room is made.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import importlib.util
 from contextlib import asynccontextmanager
 
 import redis.asyncio as aioredis
@@ -48,10 +49,31 @@ from inferd.limits.redis_concurrency import RedisLimiter
 from inferd.netguard import parse_allow_hosts
 from inferd.runtime import Runtime
 from inferd.runtime.backend import ReplicaBackend
-from inferd.runtime.local import LocalBackend
+from inferd.runtime.local import WORKER_ENV, LocalBackend
 from inferd.serving import RequestError, Serving
 from inferd.store.blobs import BlobStore, load_master_key
 from inferd.store.db import Database
+
+
+def _backend(settings: Settings) -> ReplicaBackend:
+    env = {"INFERD_MODEL_CACHE": str(settings.model_cache)}
+    if settings.backend == "ray":
+        from inferd.runtime.ray_backend import RayBackend  # Ray is an optional dependency
+
+        if not settings.ray_address:
+            raise ValueError("backend `ray` needs ray_address (HOST:PORT of the Ray cluster)")
+        if importlib.util.find_spec("ray") is None:
+            raise ValueError("backend `ray` needs Ray Serve: pip install -r requirements/ray.txt")
+        return RayBackend(
+            settings.ray_address,
+            namespace=settings.ray_namespace,
+            cpus_per_replica=settings.ray_cpus_per_replica,
+            health_check_period_s=settings.ray_health_check_period_s,
+            health_check_timeout_s=settings.ray_health_check_timeout_s,
+            look_back_s=settings.ray_autoscale_look_back_s,
+            env={**WORKER_ENV, **env},
+        )
+    return LocalBackend(settings.worker_restart_backoff_s, env)
 
 
 def create_app(
@@ -60,9 +82,7 @@ def create_app(
     """`catalog`: the models to seed instead of the settings' catalog file (read now, so a
     bad file stops the start before anything listens)."""
     seed = (catalog or Catalog.load(settings.catalog)) if settings.seed_catalog else None
-    backend = backend or LocalBackend(
-        settings.worker_restart_backoff_s, {"INFERD_MODEL_CACHE": str(settings.model_cache)}
-    )
+    backend = backend or _backend(settings)
 
     @asynccontextmanager
     async def lifespan(app: Starlette):
@@ -135,6 +155,7 @@ def create_app(
         await limiter.start()
         await ledger.start()
         await revocations.start()
+        await backend.start()
         await runtime.start()
         await control.start()
         await asyncio.to_thread(webhooks.recover)
@@ -154,6 +175,7 @@ def create_app(
             await webhooks.close()
             await control.close()
             await runtime.stop()
+            await backend.close()
             await gateway.media.aclose()
             await revocations.close()
             await ledger.close()

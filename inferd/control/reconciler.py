@@ -35,8 +35,7 @@ from inferd.control.pools import Pools, UnknownPool
 from inferd.control.registry import Registry, VersionRecord
 from inferd.control.uptime import UptimeMeter
 from inferd.runtime import Runtime
-from inferd.runtime.backend import AdapterError
-from inferd.runtime.deployment import Deployment
+from inferd.runtime.backend import AdapterError, Autoscale, ModelDeployment, Placement
 from inferd.weights import hub
 from inferd.weights.lora import converted_adapter
 from inferd.weights.resolve import resolve_weights
@@ -126,6 +125,7 @@ class Reconciler:
         self.leader = await asyncio.to_thread(
             self.registry.hold_lease, self.holder, self._lease_ttl_s
         )
+        self.runtime.backend.lead(self.leader)
         await self._sync_builtins()
         records = await asyncio.to_thread(self.registry.live)
         live = {r.deploy_id for r in records}
@@ -159,15 +159,20 @@ class Reconciler:
             log.error("built-in models not applied", extra={"error": str(exc)})
             return
         for name, spec in old.items():
-            if name not in new or builtins.restarts(spec, new[name]):
+            if name in new and builtins.restarts(spec, new[name]):
+                log.info("built-in model restarted", extra={"model": name})
+                await self.runtime.restart(new[name])
+            elif name not in new:
                 log.info("built-in model stopped", extra={"model": name})
                 await self.runtime.remove(name)
-                # Adapters loaded into the old replicas load again into the new ones.
-                self._adapters -= {
-                    deploy_id
-                    for deploy_id, record in self.records.items()
-                    if record.config.base_model == name
-                }
+            else:
+                continue
+            # Adapters loaded into the old replicas load again into the new ones.
+            self._adapters -= {
+                deploy_id
+                for deploy_id, record in self.records.items()
+                if record.config.base_model == name
+            }
         for name, spec in new.items():
             if name not in self.runtime.deployments:
                 log.info("built-in model started", extra={"model": name})
@@ -229,10 +234,18 @@ class Reconciler:
                     self._prepare(record), name=f"prepare-{deploy_id}"
                 )
             return
+        if deployment.failure is not None:
+            await self._status(record, "failed", deployment.failure)
+            await self.runtime.remove(deploy_id)
+            return
         if deployment.ready:
             await self._status(record, "running", only_from=("deploying", "running"))
         self._meter(record, deployment)
-        if record.status == "running":
+        if deployment.self_scaling:
+            # Ray Serve sizes the instances from the settings; the cluster decides placement.
+            await deployment.configure(self._placement(record))
+            self._note_paused(record)
+        elif record.status == "running":
             await self._autoscale(record, deployment)
 
     async def _converge_adapter(self, record: VersionRecord) -> None:
@@ -295,15 +308,39 @@ class Reconciler:
             self._preparing.pop(deploy_id, None)
             self.poke()
 
-    async def _autoscale(self, record: VersionRecord, deployment: Deployment) -> None:
-        now = time.monotonic()
+    def _placement(self, record: VersionRecord) -> Placement:
         settings, config = record.settings, record.config
+        pool = self.pools.get(config.gpu)
+        on_gpu = not pool.runs_on_cpu
+        return Placement(
+            autoscale=Autoscale(
+                min_instances=settings.min_instances,
+                max_instances=settings.max_instances,
+                scale_up_window_s=settings.scale_up_window_s,
+                scale_down_window_s=settings.scale_down_window_s,
+                scale_to_zero_s=settings.scale_to_zero_s,
+            ),
+            max_batch_size=config.max_batch_size,
+            pool=None if pool.name.startswith("CPU-") else pool.name,
+            num_gpus=config.num_gpus if on_gpu else 0,
+            paused=record.account_id in self._over_budget,
+        )
+
+    def _note_paused(self, record: VersionRecord) -> bool:
         if record.account_id in self._over_budget:
-            deployment.scale_from_zero = False
             self.notes[record.deploy_id] = (
                 "The account's spending limit is used up: instances are stopped and new ones "
                 "refused (402) until the limit is raised."
             )
+            return True
+        self.notes.pop(record.deploy_id, None)
+        return False
+
+    async def _autoscale(self, record: VersionRecord, deployment: ModelDeployment) -> None:
+        now = time.monotonic()
+        settings, config = record.settings, record.config
+        if self._note_paused(record):
+            deployment.scale_from_zero = False
             if deployment.replicas:
                 self._meter(record, deployment)
                 await deployment.scale_to(0)
@@ -338,9 +375,12 @@ class Reconciler:
             self._meter(record, deployment)
             await deployment.scale_to(target)
 
-    def _fits(self, record: VersionRecord, deployment: Deployment | None) -> int:
-        """Instances of this version the pool can hold next to this process's others."""
+    def _fits(self, record: VersionRecord, deployment: ModelDeployment | None) -> int:
+        """Instances of this version the pool can hold next to this process's others (on a
+        shared cluster, the cluster's scheduler decides: what does not fit stays pending)."""
         pool = self.pools.get(record.config.gpu)
+        if self.runtime.backend.shared:
+            return record.settings.max_instances
         held = 0
         for deploy_id, other_record in self.records.items():
             config = other_record.config
@@ -349,7 +389,9 @@ class Reconciler:
                 held += len(other.replicas) * config.num_gpus
         return max(0, (pool.count - held) // record.config.num_gpus)
 
-    def _meter(self, record: VersionRecord, deployment: Deployment) -> None:
+    def _meter(self, record: VersionRecord, deployment: ModelDeployment) -> None:
+        if self.runtime.backend.shared and not self.leader:
+            return  # instances every gateway shares are billed once, by the leader
         pool = self.pools.get(record.config.gpu)
         self.meter.observe(
             record.deploy_id,
@@ -404,7 +446,7 @@ class Reconciler:
             spec = spec.model_copy(update={"replicas": max(1, min(spec.replicas, fits))})
             fresh = await asyncio.to_thread(self.registry.get, record.account_id, deploy_id)
             if fresh.desired == "running":
-                await self.runtime.add(spec)
+                await self.runtime.add(spec, self._placement(record))
         except hub.FetchError as exc:
             await self._status(record, "failed", exc.reason)
         except UnknownPool as exc:
@@ -516,9 +558,23 @@ class Reconciler:
             )
 
     def instances(self, deploy_id: str) -> tuple[int, int]:
-        """(running, pending) replicas of a version in this process."""
+        """(running, pending) replicas of a version in this process (on a shared cluster,
+        everywhere)."""
         deployment = self.runtime.deployments.get(deploy_id)
         if deployment is None:
             return 0, 1 if deploy_id in self._preparing else 0
         running = sum(1 for r in deployment.replicas if r.ready)
         return running, len(deployment.replicas) - running
+
+    def instance_list(self, deploy_id: str) -> list[dict]:
+        """Each instance's id, state and node (the node id on Ray; the host name locally)."""
+        deployment = self.runtime.deployments.get(deploy_id)
+        return deployment.instances() if deployment is not None else []
+
+    def note(self, deploy_id: str) -> str | None:
+        """Why fewer instances run than wanted, if anything says."""
+        note = self.notes.get(deploy_id)
+        if note is None:
+            deployment = self.runtime.deployments.get(deploy_id)
+            note = deployment.note if deployment is not None else None
+        return note

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from inferd.billing.ledger import UPTIME_ROUTE, UsageLedger, UsageRecord
-from inferd.runtime.deployment import Deployment
+from inferd.runtime.backend import ModelDeployment
 
 _IDS = itertools.count(1)
 _PREFIX = secrets.token_hex(4)
@@ -43,7 +43,7 @@ class UptimeMeter:
         deploy_id: str,
         account_id: str,
         model: str,
-        deployment: Deployment,
+        deployment: ModelDeployment,
         usd_per_instance_hour: float,
         now: float | None = None,
     ) -> None:

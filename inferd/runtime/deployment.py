@@ -1,34 +1,55 @@
 """A served model: its spec and its replicas, with least-loaded routing. LoRA adapters of the
 model are loaded into all of its replicas (no replica of their own). The control plane scales
 the replicas of a deployed version (`scale_to`), to zero and back: a request that finds none
-starts one at once and waits for it."""
+starts one at once and waits for it.
+
+This is the local backend's `ModelDeployment`: made of the `Replica`s this process starts.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
+from typing import Any
 
 from inferd import metrics
 from inferd.catalog.spec import ModelSpec
 from inferd.requests import InferenceRequest, ModelInfo
-from inferd.runtime.backend import AdapterError, Replica, ReplicaBackend
+from inferd.runtime.backend import AdapterError, ModelDeployment, Replica, ReplicaBackend
 from inferd.runtime.call import Call, ModelUnavailable
 
+_HOST = socket.gethostname()
 
-class Deployment:
+
+class Deployment(ModelDeployment):
     def __init__(self, spec: ModelSpec, backend: ReplicaBackend) -> None:
         self.spec = spec
         self.backend = backend
-        self.replicas: list[Replica] = [
+        self._replicas: list[Replica] = [
             backend.create_replica(spec, i) for i in range(spec.replicas)
         ]
-        self._next_index = len(self.replicas)
+        self._next_index = len(self._replicas)
         self.last_used = time.monotonic()  # the last request's arrival (scale to zero)
         self.waiting = 0  # requests waiting for a replica to be ready
         self.scale_from_zero = False  # a request finding no replica starts one (autoscaled)
         self.adapters: dict[str, str] = {}  # name → GGUF LoRA path, for replicas started later
         # Read when metrics are scraped: nothing to count per request.
         metrics.IN_FLIGHT.labels(spec.name).set_function(self.in_flight)
+
+    @property
+    def replicas(self) -> list[Replica]:
+        return self._replicas
+
+    def instances(self) -> list[dict[str, Any]]:
+        return [
+            {
+                "id": f"{self.spec.key}-{getattr(r, 'index', i)}",
+                "state": "running" if r.ready else "starting",
+                "node": _HOST,
+            }
+            for i, r in enumerate(self._replicas)
+        ]
 
     def in_flight(self) -> int:
         return sum(r.in_flight for r in self.replicas)
@@ -45,14 +66,14 @@ class Deployment:
             self._next_index += 1
             # The model's adapters, loaded as soon as the new worker is ready.
             replica.adapters.update(self.adapters)
-            self.replicas.append(replica)
+            self._replicas.append(replica)
             await replica.start()
         surplus = len(self.replicas) - count
         if surplus <= 0:
             return
         idle = [r for r in self.replicas if r.ready and r.in_flight == 0][:surplus]
         for replica in idle:
-            self.replicas.remove(replica)
+            self._replicas.remove(replica)
         await asyncio.gather(*(r.stop() for r in idle))
 
     @property

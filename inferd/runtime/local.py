@@ -35,8 +35,9 @@ from inferd.requests import (
     Ready,
     UnloadAdapter,
 )
-from inferd.runtime.backend import AdapterError, Replica, ReplicaBackend
+from inferd.runtime.backend import AdapterError, Placement, Replica, ReplicaBackend
 from inferd.runtime.call import WORKER_LOST, Call
+from inferd.runtime.deployment import Deployment
 from inferd.worker.protocol import (
     Adapter,
     Cancel,
@@ -330,6 +331,9 @@ class LocalBackend(ReplicaBackend):
     def __init__(self, restart_backoff_s: float = 0.5, env: dict[str, str] | None = None) -> None:
         self.restart_backoff_s = restart_backoff_s
         self.env = env or {}
+
+    def create_deployment(self, spec: ModelSpec, placement: Placement) -> Deployment:
+        return Deployment(spec, self)  # sized by the control plane's autoscaler
 
     def create_replica(self, spec: ModelSpec, index: int) -> Replica:
         return LocalReplica(spec, index, self.restart_backoff_s, self.env)

@@ -8,15 +8,16 @@ from __future__ import annotations
 
 from inferd.catalog import Catalog, ModelSpec
 from inferd.requests import InferenceRequest, ModelInfo
-from inferd.runtime.backend import ReplicaBackend
+from inferd.runtime.backend import ModelDeployment, Placement, ReplicaBackend, builtin_placement
 from inferd.runtime.call import Call, ModelUnavailable
-from inferd.runtime.deployment import Deployment
 
 
 class Runtime:
     def __init__(self, catalog: Catalog, backend: ReplicaBackend, ready_timeout_s: float) -> None:
         self.backend = backend
-        self.deployments = {spec.key: Deployment(spec, backend) for spec in catalog}
+        self.deployments: dict[str, ModelDeployment] = {
+            spec.key: backend.create_deployment(spec, builtin_placement(spec)) for spec in catalog
+        }
         self.ready_timeout_s = ready_timeout_s
 
     async def start(self) -> None:
@@ -27,20 +28,29 @@ class Runtime:
         for deployment in list(self.deployments.values()):
             await deployment.stop()
 
-    async def add(self, spec: ModelSpec) -> Deployment:
+    async def add(self, spec: ModelSpec, placement: Placement | None = None) -> ModelDeployment:
         """Start serving `spec` (its replicas start in the background)."""
         deployment = self.deployments.get(spec.key)
         if deployment is None:
-            deployment = Deployment(spec, self.backend)
+            deployment = self.backend.create_deployment(spec, placement or builtin_placement(spec))
             self.deployments[spec.key] = deployment
             await deployment.start()
         return deployment
+
+    async def restart(self, spec: ModelSpec) -> ModelDeployment:
+        """Serve a changed `spec` under the same key: in place where the backend can (Ray
+        Serve rolls its replicas over), else new replicas after the old ones stop."""
+        deployment = self.deployments.get(spec.key)
+        if deployment is not None and await deployment.replace(spec):
+            return deployment
+        await self.remove(spec.key)
+        return await self.add(spec)
 
     async def remove(self, key: str) -> None:
         """Stop a model's replicas; requests in flight fail with the worker-lost error."""
         deployment = self.deployments.pop(key, None)
         if deployment is not None:
-            await deployment.stop()
+            await deployment.remove()
 
     @property
     def ready(self) -> bool:

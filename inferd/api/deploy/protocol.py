@@ -57,9 +57,16 @@ class DeployListQuery(_Body):
 # -- responses --------------------------------------------------------------------------------
 
 
+class Instance(TypedDict):
+    id: str
+    state: str  # running, starting (Ray: Serve's replica state, lower case)
+    node: str | None  # the Ray node id; the gateway's host name on the local backend
+
+
 class Instances(TypedDict):
     running: int
     pending: int
+    list: list[Instance]
 
 
 class Download(TypedDict):

@@ -67,8 +67,12 @@ def render(control: ControlPlane, record: VersionRecord) -> DeployObject:
         "task": "text-generation",
         "status": record.status,
         "fail_reason": record.fail_reason,
-        "status_reason": control.reconciler.notes.get(record.deploy_id),
-        "instances": {"running": running, "pending": pending},
+        "status_reason": control.reconciler.note(record.deploy_id),
+        "instances": {
+            "running": running,
+            "pending": pending,
+            "list": control.reconciler.instance_list(record.deploy_id),
+        },
         "download": _download(control, record.deploy_id),
         "config": {
             "gpu": config.gpu,
