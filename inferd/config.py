@@ -29,6 +29,9 @@ class PoolConfig(BaseModel):
     count: int = Field(ge=0)
     usd_per_hour: float = Field(ge=0)
     emulated: bool = False
+    ray_num_cpus: float | None = Field(
+        default=None, gt=0, description="CPUs a Ray replica on this pool reserves."
+    )
 
 
 class Settings(BaseModel):
@@ -123,6 +126,9 @@ class Settings(BaseModel):
     )
     cpu_pool_slots: int = Field(default=4, ge=0, description="Instances the CPU pool can run.")
     cpu_pool_usd_per_hour: float = Field(default=0.10, ge=0, description="CPU pool price.")
+    cpu_pool_ray_num_cpus: float | None = Field(
+        default=None, gt=0, description="CPUs a Ray replica on the CPU pool reserves."
+    )
     pools: list[PoolConfig] = Field(
         default_factory=list, description="Accelerator pools declared by the operator."
     )

@@ -79,6 +79,7 @@ name = "{GPU_TYPE}"
 count = 2
 usd_per_hour = 1.0
 emulated = true
+ray_num_cpus = 0.1
 
 [[pools]]
 name = "{NO_NODE_GPU}"
@@ -125,6 +126,13 @@ def gateways(
         finally:
             first.stop()
             second.stop()
+
+
+def serve_config(app: str) -> dict[str, Any]:
+    """The deployment config of an application, as Serve's controller holds it."""
+    from inferd.runtime.ray_backend import _read_cluster
+
+    return _read_cluster()[0][app].config
 
 
 def serve_replicas(app: str) -> list[dict[str, Any]]:
@@ -278,6 +286,16 @@ def test_a_deployment_created_through_one_gateway_is_served_by_the_other_and_sca
             180,
             "running",
         )
+        # The settings as Serve holds them: every autoscaling field, the batch size as the
+        # requests a replica takes, the pool's CPU share and GPU type.
+        config = serve_config(deploy_id)
+        autoscaling = config["autoscaling_config"]
+        assert (autoscaling["min_replicas"], autoscaling["max_replicas"]) == (0, 2)
+        assert autoscaling["upscale_delay_s"] == 0.3 and autoscaling["downscale_delay_s"] == 0.5
+        assert autoscaling["downscale_to_zero_delay_s"] == 5
+        assert autoscaling["target_ongoing_requests"] == 1 and config["max_ongoing_requests"] == 1
+        actor = config["ray_actor_options"]
+        assert actor["num_cpus"] == 0.1 and actor["resources"] == {GPU_TYPE: 1}
         # The first instance runs on the node that offers the GPU type, for both gateways.
         worker = ray_cluster.worker_node_id()
         listed = running["instances"]["list"]

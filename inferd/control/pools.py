@@ -18,6 +18,7 @@ class Pool:
     usd_per_hour: float  # per GPU (per slot) and hour of instance uptime
     runs_on_cpu: bool  # the CPU pool, or an emulated pool (control-plane tests)
     emulated: bool = False
+    ray_num_cpus: float | None = None  # CPUs a Ray replica reserves (None: ray_cpus_per_replica)
 
 
 class UnknownPool(LookupError):
@@ -80,12 +81,19 @@ class Pools:
                 declared.usd_per_hour,
                 runs_on_cpu=declared.emulated,
                 emulated=declared.emulated,
+                ray_num_cpus=declared.ray_num_cpus,
             )
         if settings.cpu_pool:
             name = f"CPU-{machine_memory_gb()}GB"
             pools.setdefault(
                 name,
-                Pool(name, settings.cpu_pool_slots, settings.cpu_pool_usd_per_hour, True),
+                Pool(
+                    name,
+                    settings.cpu_pool_slots,
+                    settings.cpu_pool_usd_per_hour,
+                    True,
+                    ray_num_cpus=settings.cpu_pool_ray_num_cpus,
+                ),
             )
         self._pools = pools
 

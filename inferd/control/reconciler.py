@@ -323,6 +323,7 @@ class Reconciler:
             max_batch_size=config.max_batch_size,
             pool=None if pool.name.startswith("CPU-") else pool.name,
             num_gpus=config.num_gpus if on_gpu else 0,
+            num_cpus=pool.ray_num_cpus,
             paused=record.account_id in self._over_budget,
         )
 

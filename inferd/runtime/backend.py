@@ -34,6 +34,7 @@ class Placement:
     max_batch_size: int = 16  # requests one instance takes at once
     pool: str | None = None  # an accelerator pool's name (`A100-80GB`); None: CPU
     num_gpus: int = 0  # real GPUs per instance (0 for CPU and emulated pools)
+    num_cpus: float | None = None  # CPUs an instance reserves on a cluster (None: the default)
     paused: bool = False  # the account's spending limit is used up: no instances
 
 

@@ -70,6 +70,7 @@ class AppView:
     message: str
     fingerprint: str | None  # what the gateway that pushed it declared
     replicas: list[dict[str, Any]]
+    config: dict[str, Any]  # the deployment's config as Serve holds it
 
 
 def app_name(spec: ModelSpec) -> str:
@@ -183,6 +184,7 @@ def _read_cluster() -> tuple[dict[str, AppView], dict[str, float]]:
             message=app.get("message") or deployment.get("message") or "",
             fingerprint=user_config.get("fingerprint"),
             replicas=deployment.get("replicas") or [],
+            config=config,
         )
     return apps, ray.cluster_resources()
 
@@ -304,10 +306,13 @@ class RayDeployment(ModelDeployment):
         code = "|".join(
             [self.spec.model_dump_json(), str(p.pool), str(p.num_gpus), str(self.backend.env)]
         )
-        code += f"|{self.backend.cpus_per_replica}"
+        code += f"|{self._num_cpus()}"
         version = hashlib.sha256(code.encode()).hexdigest()[:16]
         whole = hashlib.sha256(f"{version}|{p!r}".encode()).hexdigest()[:16]
         return version, whole
+
+    def _num_cpus(self) -> float:
+        return self.placement.num_cpus or self.backend.cpus_per_replica
 
     def _wants_push(self, now: float) -> bool:
         view = self._view
@@ -336,7 +341,7 @@ class RayDeployment(ModelDeployment):
 
     def _run_app(self) -> None:
         from ray import serve
-        from ray.serve.config import AutoscalingConfig
+        from ray.serve.config import AutoscalingConfig, AutoscalingPolicy
 
         from inferd.runtime.ray_replica import ModelReplica
 
@@ -369,10 +374,11 @@ class RayDeployment(ModelDeployment):
                 downscale_to_zero_delay_s=a.scale_to_zero_s,
                 upscale_delay_s=a.scale_up_window_s,
                 aggregation_function="mean",
+                policy=AutoscalingPolicy(),  # Serve's request-based policy
             )
         env = {name: os.environ.get(name, value) for name, value in SERVE_ENV.items()}
         actor: dict[str, Any] = {
-            "num_cpus": self.backend.cpus_per_replica,
+            "num_cpus": self._num_cpus(),
             "runtime_env": {"env_vars": {**env, **self.backend.env}},
         }
         if p.num_gpus:
