@@ -42,6 +42,12 @@ $(VENV)/.test-done: $(VENV)/.setup-done requirements/test.txt requirements/ray.t
 # Debian's Chromium for the Swagger UI test (never `playwright install`); CI runs as root.
 	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium)
 	npm ci --prefix tests/node --ignore-scripts --no-audit --no-fund
+# GPU containers: podman with runc, nftables for their firewall, mmdebstrap for the base image
+# (built once from Debian's packages and cached; no registry is contacted).
+	command -v podman >/dev/null && command -v runc >/dev/null && command -v nft >/dev/null \
+		&& command -v mmdebstrap >/dev/null || (apt-get update -qq && apt-get install -y -qq \
+		--no-install-recommends podman runc nftables mmdebstrap zstd openssh-client)
+	$(BIN)/inferd containers build-image
 	touch $@
 
 serve: setup

@@ -254,9 +254,11 @@ def main(argv: list[str] | None = None) -> None:
     p = models.add_parser("list", help="the built-in models the database holds")
     p.set_defaults(func=models_list)
 
+    from inferd.cli_containers import add_parser as add_containers_parser
     from inferd.cli_deploy import add_parser as add_deploy_parser
 
     add_deploy_parser(sub)
+    add_containers_parser(sub)
 
     args = parser.parse_args(argv)
     args.func(args)

@@ -138,6 +138,36 @@ class Settings(BaseModel):
     uptime_flush_s: float = Field(
         default=60.0, gt=0, description="How often deployments' uptime is written as usage."
     )
+    # GPU containers (control/containers.py) on this machine's podman.
+    containers: bool = Field(
+        default=True, description="Offer GPU containers (needs podman, runc and nftables)."
+    )
+    container_images: dict[str, str] = Field(
+        default_factory=lambda: {"inferd-debian:bookworm": "localhost/inferd-debian:bookworm"},
+        description="`container_image` names users may ask for → local podman images.",
+    )
+    container_memory_mb_per_gpu: int = Field(
+        default=2048, ge=64, description="Memory cap of a container per GPU of its config."
+    )
+    container_cpus_per_gpu: float = Field(
+        default=1.0, gt=0, description="CPU cap per GPU of its config (at most the machine's)."
+    )
+    container_pids_limit: int = Field(default=1024, ge=16, description="Processes per container.")
+    container_max_lifetime_s: float = Field(
+        default=7 * 86400, gt=0, description="A container is shut down after running this long."
+    )
+    container_start_timeout_s: float = Field(
+        default=120.0, gt=0, description="A container whose SSH does not answer by then fails."
+    )
+    container_subnet: str = Field(
+        default="127.213.0.0/24", description="Addresses of containers (a loopback range)."
+    )
+    container_bridge: str = Field(
+        default="inferd-ct0", max_length=15, description="The containers' bridge interface."
+    )
+    container_reconcile_s: float = Field(
+        default=2.0, gt=0, description="How often podman is compared with the database."
+    )
     # Deprecation notices (control/deprecation.py), by email through the operator's SMTP server.
     smtp_host: str | None = Field(
         default=None, description="SMTP server for notices; none are sent when unset."

@@ -48,6 +48,8 @@ class Server:
             "INFERD_HOME": str(self.home),
             "INFERD_PORT": str(self.port),
             "TMPDIR": str(self.tmp),
+            # GPU containers only where a test asks for them (test_containers, schemathesis).
+            "INFERD_CONTAINERS": "false",
             **(env or {}),
         }
         self.proc: subprocess.Popen | None = None

@@ -40,7 +40,8 @@ CAPS = {
     "INFERD_MAX_IMAGE_STEPS": "2",
     "INFERD_MAX_TTS_CHARS": "64",
     "INFERD_MAX_AUDIO_SECONDS": "5",
-    "INFERD_GPU_QUOTA": "0",  # deploy calls are checked to their refusal; nothing deploys
+    "INFERD_GPU_QUOTA": "0",  # deploy and container calls are checked to their refusal
+    "INFERD_CONTAINERS": "true",
 }
 
 

@@ -16,6 +16,7 @@ from starlette.responses import Response
 
 from inferd.api.batches.api_router import routes as batch_routes
 from inferd.api.batches.lines import BatchLines
+from inferd.api.containers.api_router import routes as container_routes
 from inferd.api.deploy.api_router import routes as deploy_routes
 from inferd.api.dispatch import Dispatcher, render_exception
 from inferd.api.docs.api_router import routes as docs_routes
@@ -193,6 +194,7 @@ def create_app(
             *native_routes,
             *tenancy_routes,
             *deploy_routes,
+            *container_routes,
             *webhook_routes,
             *file_routes,
             *batch_routes,

@@ -23,6 +23,7 @@ from inferd.store.models import Usage
 log = logging.getLogger("inferd.ledger")
 
 UPTIME_ROUTE = "deployment_uptime"  # rows billing a deployed version's instance uptime
+CONTAINER_ROUTE = "container_uptime"  # rows billing a GPU container's running seconds
 
 
 @dataclass(slots=True)
@@ -195,7 +196,7 @@ class UsageLedger:
                     },
                 )
                 g["cost"] += row.cost
-                if row.route == UPTIME_ROUTE:  # a dedicated deployment's instance-seconds
+                if row.route in (UPTIME_ROUTE, CONTAINER_ROUTE):  # billed by the second
                     g["uptime_seconds"] += row.duration_ms / 1000
                     continue
                 g["requests"] += 1

@@ -1,4 +1,5 @@
-"""The control plane of one gateway process: pools, registry and reconciler, wired."""
+"""The control plane of one gateway process: pools, registry, reconciler and the GPU
+containers' manager, wired."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from inferd.billing.budget import Budget
 from inferd.billing.ledger import UsageLedger
 from inferd.catalog import Catalog
 from inferd.config import Settings
+from inferd.control.containers import ContainerManager
 from inferd.control.pools import Pools
 from inferd.control.reconciler import Reconciler
 from inferd.control.registry import Registry
@@ -36,14 +38,27 @@ class ControlPlane:
         self.reconciler = Reconciler(
             settings, self.registry, runtime, catalog, self.pools, ledger, budget
         )
+        self.containers = ContainerManager(
+            settings,
+            db,
+            vault,
+            self.pools,
+            self.registry,
+            budget,
+            self.reconciler.meter,
+            self.used_gpus,
+        )
+        self.reconciler.held_by_containers = self.containers.held
         self.runtime = runtime
         self.catalog = catalog
         self.settings = settings
 
     async def start(self) -> None:
         await self.reconciler.start()
+        await self.containers.start()
 
     async def close(self) -> None:
+        await self.containers.close()
         await self.reconciler.close()
 
     def adapter_source(self, repo: str, token: str | None) -> tuple[str, str]:

@@ -22,6 +22,7 @@ import contextlib
 import logging
 import socket
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from inferd.billing.budget import Budget
@@ -82,6 +83,8 @@ class Reconciler:
         self._local_failures: dict[str, float] = {}  # deploy_id → when it failed here
         self._no_room: set[str] = set()  # deploy_ids waiting for room in their pool
         self.meter = UptimeMeter(ledger, settings.uptime_flush_s)
+        # GPUs of a pool this node's GPU containers hold (set by the control plane).
+        self.held_by_containers: Callable[[str], int] = lambda pool: 0
 
     async def start(self) -> None:
         await self.tick()
@@ -388,6 +391,7 @@ class Reconciler:
             other = self.runtime.deployments.get(deploy_id)
             if other is not None and other is not deployment and config.gpu == pool.name:
                 held += len(other.replicas) * config.num_gpus
+        held += self.held_by_containers(pool.name)
         return max(0, (pool.count - held) // record.config.num_gpus)
 
     def _meter(self, record: VersionRecord, deployment: ModelDeployment) -> None:

@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session
 
 from inferd.auth.keys import KeyVault
 from inferd.control.pools import Pools, UnknownPool
+from inferd.store.container_tables import ACTIVE_STATES, Container
 from inferd.store.db import Database
 from inferd.store.models import Account, ControlLease, Deployment, DeploymentVersion, as_utc
 
@@ -120,7 +121,7 @@ class Registry:
     ) -> VersionRecord:
         """A new deployment, or a new version of the account's deployment of that name."""
         with self.db.session() as s, s.begin():
-            account = self._lock_account(s, account_id)
+            account = self.lock_account(s, account_id)
             owner = self._owner(account)
             name = model_name.removeprefix(owner + "/")
             if not _NAME.match(name):
@@ -132,7 +133,7 @@ class Registry:
                 )
             if config.kind == "llm":  # an adapter runs on its base's replicas: no GPUs
                 self._check_pool(config)
-                self._check_quota(s, account, config.num_gpus * settings.max_instances, None)
+                self.check_quota(s, account, config.num_gpus * settings.max_instances, None)
             full_name = f"{owner}/{name}"
             deployment = s.scalar(select(Deployment).where(Deployment.full_name == full_name))
             if deployment is None:
@@ -180,7 +181,7 @@ class Registry:
         self, account_id: str, deploy_id: str, settings: ScaleSettings
     ) -> VersionRecord:
         with self.db.session() as s, s.begin():
-            account = self._lock_account(s, account_id)
+            account = self.lock_account(s, account_id)
             row, deployment = self._own(s, account_id, deploy_id)
             config = VersionConfig.model_validate_json(row.config)
             if config.kind != "llm":
@@ -190,7 +191,7 @@ class Registry:
                     "invalid_parameter",
                     "settings",
                 )
-            self._check_quota(s, account, config.num_gpus * settings.max_instances, deploy_id)
+            self.check_quota(s, account, config.num_gpus * settings.max_instances, deploy_id)
             row.settings = settings.model_dump_json()
             row.updated_at = datetime.now(UTC)
             return _record(row, deployment)
@@ -199,12 +200,12 @@ class Registry:
         """Stop, start or delete. Starting a stopped or failed version retries it from the
         start (its weights are cached); starting counts against the quota again."""
         with self.db.session() as s, s.begin():
-            account = self._lock_account(s, account_id)
+            account = self.lock_account(s, account_id)
             row, deployment = self._own(s, account_id, deploy_id)
             config = VersionConfig.model_validate_json(row.config)
             if desired == "running" and row.desired != "running" and config.kind == "llm":
                 settings = ScaleSettings.model_validate_json(row.settings)
-                self._check_quota(s, account, config.num_gpus * settings.max_instances, deploy_id)
+                self.check_quota(s, account, config.num_gpus * settings.max_instances, deploy_id)
             if desired == "running" and row.status in ("stopped", "failed"):
                 row.status, row.fail_reason = "initializing", None
             row.desired = desired
@@ -342,7 +343,7 @@ class Registry:
 
     # -- checks -------------------------------------------------------------------------------
 
-    def _lock_account(self, s: Session, account_id: str) -> Account:
+    def lock_account(self, s: Session, account_id: str) -> Account:
         # A no-op write takes the row lock (PostgreSQL) or the write lock (SQLite) before the
         # quota is read, so concurrent creates are serialised per account.
         s.execute(
@@ -383,9 +384,7 @@ class Registry:
                 "num_gpus",
             )
 
-    def _check_quota(
-        self, s: Session, account: Account, wanted: int, replacing: str | None
-    ) -> None:
+    def check_quota(self, s: Session, account: Account, wanted: int, replacing: str | None) -> None:
         quota = account.gpu_quota if account.gpu_quota is not None else self.default_quota
         used = 0
         rows = s.execute(
@@ -403,11 +402,17 @@ class Registry:
                 VersionConfig.model_validate_json(config).num_gpus
                 * ScaleSettings.model_validate_json(settings).max_instances
             )
+        # GPU containers count against the same quota (their N in NxTYPE).
+        used += s.scalar(
+            select(func.coalesce(func.sum(Container.num_gpus), 0))
+            .where(Container.account_id == account.id)
+            .where(Container.state.in_(ACTIVE_STATES))
+        )
         if used + wanted > quota:
             raise DeployError(
                 403,
                 f"GPU quota exceeded: {used} of {quota} GPUs are in use by this account's "
-                f"deployments and this asks for {wanted} more (max_instances x num_gpus).",
+                f"deployments and containers and this asks for {wanted} more.",
                 "gpu_quota_exceeded",
             )
 

@@ -2,7 +2,8 @@
 Ready to its stop) costs `num_gpus x pool price per GPU-hour / 3600`. Observed each
 reconciler tick and just before an instance is stopped; written to the usage ledger as one
 `deployment_uptime` row per version every `flush_s` (and at shutdown), so `/v1/usage` and
-spending limits see it like any other cost."""
+spending limits see it like any other cost. GPU containers `add` their running seconds the
+same way (`container_uptime` rows)."""
 
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ class _Open:
 
     account_id: str
     model: str
+    route: str
     seconds: float = 0.0
     cost: float = 0.0
     since: float = 0.0  # monotonic, when this period began
@@ -36,7 +38,7 @@ class UptimeMeter:
         self.ledger = ledger
         self.flush_s = flush_s
         self._seen: dict[int, float] = {}  # id(replica) → up to when it was counted
-        self._open: dict[str, _Open] = {}  # deploy_id → uncommitted uptime
+        self._open: dict[str, _Open] = {}  # deploy_id (container id) → uncommitted uptime
 
     def observe(
         self,
@@ -58,15 +60,29 @@ class UptimeMeter:
             counted = max(ready_since, self._seen.get(id(replica), ready_since))
             seconds += max(0.0, now - counted)
             self._seen[id(replica)] = now
+        self.add(deploy_id, account_id, model, seconds, usd_per_instance_hour, now=now)
+
+    def add(
+        self,
+        key: str,
+        account_id: str,
+        model: str,
+        seconds: float,
+        usd_per_hour: float,
+        route: str = UPTIME_ROUTE,
+        now: float | None = None,
+    ) -> None:
+        """Count `seconds` of something billed by the hour (an instance, a container)."""
         if seconds <= 0:
             return
-        period = self._open.get(deploy_id)
+        now = time.monotonic() if now is None else now
+        period = self._open.get(key)
         if period is None:
-            period = self._open[deploy_id] = _Open(
-                account_id, model, since=now, started_at=datetime.now(UTC)
+            period = self._open[key] = _Open(
+                account_id, model, route, since=now, started_at=datetime.now(UTC)
             )
         period.seconds += seconds
-        period.cost += seconds * usd_per_instance_hour / 3600.0
+        period.cost += seconds * usd_per_hour / 3600.0
 
     def flush(self, force: bool = False, now: float | None = None) -> list[tuple[str, float]]:
         """Write the periods older than `flush_s` (all with `force`); (account, cost) of each,
@@ -85,7 +101,7 @@ class UptimeMeter:
                     key_name="",
                     jwt_id=None,
                     model=period.model,
-                    route=UPTIME_ROUTE,
+                    route=period.route,
                     status=200,
                     prompt_tokens=0,
                     completion_tokens=0,

@@ -174,14 +174,13 @@ async def deploy_start(request: Request) -> Response:
 async def gpu_availability(request: Request) -> Response:
     await _owner(request)
     control = _control(_gateway(request))
-    used = control.used_gpus()
     return JSONResponse(
         {
             "gpus": [
                 {
                     "gpu_config": pool.name,
                     "usd_per_hour": pool.usd_per_hour,
-                    "available": max(0, pool.count - used.get(pool.name, 0)),
+                    "available": control.containers.free(pool),
                     "total": pool.count,
                     "emulated": pool.emulated,
                 }

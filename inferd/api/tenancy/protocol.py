@@ -151,7 +151,7 @@ class UsageRow(TypedDict):
     prompt_tokens: int
     completion_tokens: int
     cost: float
-    uptime_seconds: float  # instance-seconds of the account's dedicated deployments
+    uptime_seconds: float  # deployments' instance-seconds, containers' running seconds
 
 
 class UsageSummary(TypedDict):

@@ -5,7 +5,12 @@ from __future__ import annotations
 from alembic import context
 
 # The table modules besides models.py, imported for their tables to join Base.metadata.
-from inferd.store import batch_tables, jobs_tables, webhook_tables  # noqa: F401
+from inferd.store import (  # noqa: F401
+    batch_tables,
+    container_tables,
+    jobs_tables,
+    webhook_tables,
+)
 from inferd.store.models import Base
 
 connection = context.config.attributes["connection"]
