@@ -5,15 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from inferd.config import Settings, load_settings
-
-
-def _services(settings: Settings):
-    from inferd.auth.accounts import AccountService
-    from inferd.auth.keys import KeyVault, load_or_create_secret
-
-    db = _database(settings)
-    return AccountService(db, KeyVault(load_or_create_secret(settings.home, settings.master_key)))
+from inferd.cli_common import account_services as _services
+from inferd.cli_common import database as _database
+from inferd.config import load_settings
 
 
 def serve(args: argparse.Namespace) -> None:
@@ -153,15 +147,6 @@ def models_build(args: argparse.Namespace) -> None:
         print(f"built {path}")
 
 
-def _database(settings: Settings):
-    from inferd.store.db import Database
-
-    settings.home.mkdir(parents=True, exist_ok=True)
-    db = Database(settings.sqlalchemy_url)
-    db.migrate()
-    return db
-
-
 def models_seed(args: argparse.Namespace) -> None:
     from pathlib import Path
 
@@ -256,9 +241,11 @@ def main(argv: list[str] | None = None) -> None:
 
     from inferd.cli_containers import add_parser as add_containers_parser
     from inferd.cli_deploy import add_parser as add_deploy_parser
+    from inferd.cli_teams import add_parser as add_teams_parser
 
     add_deploy_parser(sub)
     add_containers_parser(sub)
+    add_teams_parser(sub)
 
     args = parser.parse_args(argv)
     args.func(args)

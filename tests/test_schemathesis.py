@@ -6,6 +6,7 @@ contract allows finish quickly, with the real default models."""
 from __future__ import annotations
 
 import base64
+import functools
 import io
 import json
 import os
@@ -81,7 +82,15 @@ def test_schemathesis_finds_nothing(capped_server: Server, tmp_path: Path) -> No
         capped_server.url + "/v1/accounts", headers=admin, json={"name": "schemathesis"}
     )
     assert account.status_code == 200, account.text
-    key = account.json()["api_key"]
+    # A member's key: billing and roles answer 403 (checked against the contract like any
+    # other answer) instead of a generated spending limit of 0 turning the rest into 402s.
+    inferd = [sys.executable, "-m", "inferd", "teams"]
+    cli = functools.partial(
+        subprocess.run, env=capped_server.env, capture_output=True, text=True, check=True
+    )
+    cli([*inferd, "add-member", "schemathesis", "st@example.test", "--role", "member"])
+    member = [*inferd, "key", "schemathesis", "st@example.test", "--name", "st-member"]
+    key = cli(member).stdout.strip()
     cards = httpx.get(capped_server.url + "/models/list", headers=admin).json()
     served = ",".join(f"{card['model_name']}={card['task']}" for card in cards)
     report = tmp_path / "report.json"

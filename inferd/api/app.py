@@ -26,6 +26,7 @@ from inferd.api.native.api_router import routes as native_routes
 from inferd.api.native.serving import infer
 from inferd.api.openai.api_router import routes as openai_routes
 from inferd.api.ops.api_router import routes as ops_routes
+from inferd.api.teams.api_router import routes as team_routes
 from inferd.api.tenancy.api_router import routes as tenancy_routes
 from inferd.api.webhooks import inference as webhook_inference
 from inferd.api.webhooks.api_router import routes as webhook_routes
@@ -193,6 +194,7 @@ def create_app(
             *openai_routes,
             *native_routes,
             *tenancy_routes,
+            *team_routes,
             *deploy_routes,
             *container_routes,
             *webhook_routes,

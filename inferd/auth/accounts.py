@@ -92,6 +92,18 @@ class AccountService:
                     setattr(account, field, value)
             return account
 
+    def get_account_by_id(self, account_id: str) -> Account | None:
+        with self.db.session() as s:
+            return s.get(Account, account_id)
+
+    def set_spending_limit(self, account_id: str, limit: float | None) -> Account | None:
+        """A team admin's own limit (None: no limit); None if the account is gone."""
+        with self.db.session() as s, s.begin():
+            account = s.get(Account, account_id)
+            if account is not None:
+                account.spending_limit = limit
+            return account
+
     def set_email(self, account_id: str, email: str | None) -> Account | None:
         """The account's contact email (None removes it); None if the account is gone."""
         with self.db.session() as s, s.begin():
@@ -100,10 +112,14 @@ class AccountService:
                 account.email = email
             return account
 
-    def create_key(self, account_id: str, name: str, key: str | None = None) -> CreatedKey:
+    def create_key(
+        self, account_id: str, name: str, key: str | None = None, user_id: str | None = None
+    ) -> CreatedKey:
+        """A new key; `user_id`: the user creating it (the key acts with their role)."""
         key = key or generate_key()
         row = ApiKey(
             account_id=account_id,
+            user_id=user_id,
             name=name,
             key_hash=self.vault.digest(key),
             key_encrypted=self.vault.encrypt(key),

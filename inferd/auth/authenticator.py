@@ -23,8 +23,10 @@ from sqlalchemy import select
 
 from inferd.auth.accounts import AccountService
 from inferd.auth.keys import KeyVault
+from inferd.auth.teams import TeamService
 from inferd.store.db import Database
 from inferd.store.models import Account, ApiKey
+from inferd.store.team_tables import TeamMember
 
 JWT_PREFIX = "jwt:"
 SELF_MINTED_MAX_S = 7 * 24 * 3600  # the seed page: at most a week ahead
@@ -54,6 +56,10 @@ class Principal:
     concurrency_limit: int | None
     spending_limit: float | None
     jwt: JwtScope | None = None
+    # The credential's role in its team (auth/teams.py) and the user it acts for (none: the
+    # team's bootstrap key, an admin's).
+    role: str = "admin"
+    user_id: str | None = None
 
     def allows(self, model: str) -> bool:
         return self.jwt is None or self.jwt.models is None or model in self.jwt.models
@@ -64,6 +70,7 @@ class Authenticator:
         self.db = db
         self.vault = vault
         self.accounts = AccountService(db, vault)
+        self.teams = TeamService(db, vault)
         self.cache_ttl_s = cache_ttl_s
         self._cache: dict[str, tuple[float, Principal]] = {}
         self._inflight: dict[str, asyncio.Future[Principal]] = {}
@@ -133,16 +140,24 @@ class Authenticator:
         digest = self.vault.digest(token)
         with self.db.session() as s:
             row = s.execute(
-                select(ApiKey.name, ApiKey.key_hash, Account)
+                select(ApiKey.name, ApiKey.key_hash, ApiKey.user_id, TeamMember.role, Account)
                 .join(Account, Account.id == ApiKey.account_id)
+                .outerjoin(
+                    TeamMember,
+                    (TeamMember.account_id == ApiKey.account_id)
+                    & (TeamMember.user_id == ApiKey.user_id),
+                )
                 .where(ApiKey.key_hash == digest)
             ).first()
         # The index lookup is on a keyed hash (reveals nothing); the final check is
         # constant-time all the same.
         if row is None or not hmac.compare_digest(row.key_hash, digest):
             raise AuthError("Invalid API key.")
-        key_name, _, account = row
-        return _principal(account, key_name)
+        key_name, _, user_id, role, account = row
+        if user_id is not None and role is None:
+            raise AuthError("The user who created this API key is no longer in the team.")
+        principal = _principal(account, key_name)
+        return dataclasses.replace(principal, role=role or "admin", user_id=user_id)
 
     def verify_jwt(self, token: str) -> Principal:
         raw = token[len(JWT_PREFIX) :]

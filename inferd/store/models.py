@@ -73,6 +73,9 @@ class ApiKey(Base):
     # A second name the key answers to: `auto` on the first key of accounts made before keys
     # were first named `auto` (migration 0002). Never equal to another key's name.
     alias: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    # The user who created the key: it acts with their role in the team (store/team_tables.py).
+    # None: the team's bootstrap key, which acts as an admin.
+    user_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 

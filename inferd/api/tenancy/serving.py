@@ -128,7 +128,11 @@ async def create_api_token(request: Request) -> Response:
     body = await gateway.read_json(request, CreateApiToken)
     try:
         created = await asyncio.to_thread(
-            gateway.auth.accounts.create_key, principal.account_id, body.name
+            gateway.auth.accounts.create_key,
+            principal.account_id,
+            body.name,
+            None,
+            principal.user_id,  # the new key acts with its creator's role
         )
     except Conflict as exc:
         raise APIError(409, str(exc), code="conflict") from None
