@@ -73,6 +73,7 @@ bench: $(VENV)/.bench-done
 	$(BIN)/python -m bench.tasks_throughput
 	$(BIN)/python -m bench.batch_priority
 	$(BIN)/python -m bench.ray_backend
+	$(BIN)/python -m bench.usage_page
 
 clean:
 	rm -rf $(VENV) .inferd

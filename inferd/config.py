@@ -138,6 +138,10 @@ class Settings(BaseModel):
     uptime_flush_s: float = Field(
         default=60.0, gt=0, description="How often deployments' uptime is written as usage."
     )
+    # Dashboard sign-in (api/sso, api/dash).
+    session_ttl_s: float = Field(
+        default=12 * 3600, gt=0, description="A dashboard session ends this long after sign-in."
+    )
     # GPU containers (control/containers.py) on this machine's podman.
     containers: bool = Field(
         default=True, description="Offer GPU containers (needs podman, runc and nftables)."

@@ -17,6 +17,7 @@ from starlette.responses import Response
 from inferd.api.batches.api_router import routes as batch_routes
 from inferd.api.batches.lines import BatchLines
 from inferd.api.containers.api_router import routes as container_routes
+from inferd.api.dash.routes import routes as dash_routes
 from inferd.api.deploy.api_router import routes as deploy_routes
 from inferd.api.dispatch import Dispatcher, render_exception
 from inferd.api.docs.api_router import routes as docs_routes
@@ -26,6 +27,7 @@ from inferd.api.native.api_router import routes as native_routes
 from inferd.api.native.serving import infer
 from inferd.api.openai.api_router import routes as openai_routes
 from inferd.api.ops.api_router import routes as ops_routes
+from inferd.api.sso.routes import routes as sso_routes
 from inferd.api.teams.api_router import routes as team_routes
 from inferd.api.tenancy.api_router import routes as tenancy_routes
 from inferd.api.webhooks import inference as webhook_inference
@@ -202,6 +204,8 @@ def create_app(
             *batch_routes,
             *ops_routes,
             *docs_routes,
+            *sso_routes,
+            *dash_routes,
         ],
         lifespan=lifespan,
         exception_handlers={

@@ -116,7 +116,7 @@ async def create_chat_completion(gateway: Gateway, request: Request) -> Response
     created = int(time.time())
     if body.stream:
         return StreamingResponse(
-            _stream(run, body, plan, completion_id, created),
+            stream_chunks(run, body, plan, completion_id, created),
             media_type=sse.MEDIA_TYPE,
             headers=sse.HEADERS,
         )
@@ -234,7 +234,7 @@ class ChoiceStream:
         }
 
 
-async def _stream(
+async def stream_chunks(
     run: Run, body: ChatCompletionRequest, plan: ToolPlan, completion_id: str, created: int
 ) -> AsyncIterator[bytes]:
     model = run.admission.spec.name

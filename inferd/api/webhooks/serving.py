@@ -12,6 +12,7 @@ from starlette.responses import Response
 from inferd.api.errors import APIError
 from inferd.api.gateway import Gateway
 from inferd.api.responses import JSONResponse
+from inferd.api.teams.serving import actor
 from inferd.auth import Principal
 from inferd.jobs.webhooks.outbox import ResendGone, Webhooks
 from inferd.store.models import as_utc
@@ -40,7 +41,14 @@ async def get_secret(request: Request) -> Response:
 
 async def rotate_secret(request: Request) -> Response:
     principal, webhooks = await _key_holder(request)
+    if principal.role != "admin":  # it breaks every receiver's verification: an admin's call
+        raise APIError(403, "Only a team admin may rotate the webhook secret.", code="forbidden")
     secret = await asyncio.to_thread(webhooks.secrets.rotate, principal.account_id)
+    gateway: Gateway = request.app.state.gateway
+    who = await actor(gateway, principal)
+    await asyncio.to_thread(
+        gateway.auth.teams.audit, principal.account_id, who, "webhooks.secret_rotate", "webhooks"
+    )
     return JSONResponse({"secret": secret})
 
 

@@ -10,6 +10,7 @@ from inferd.store import (  # noqa: F401
     container_tables,
     jobs_tables,
     team_tables,
+    usage_tables,
     webhook_tables,
 )
 from inferd.store.models import Base

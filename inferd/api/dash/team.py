@@ -1,0 +1,89 @@
+"""Team (members and roles; the audit log for admins), billing (admins only) and the account's
+limits, as /v1/team, /v1/billing and /v1/me do them."""
+
+from __future__ import annotations
+
+from starlette.responses import Response
+
+from inferd.api.dash.render import Dash, Refused, blocking, view
+from inferd.auth.teams import TeamError
+
+
+async def _team_page(dash: Dash, **values) -> Response:
+    teams = dash.gateway.auth.teams
+    members = await blocking(teams.members, dash.session.account_id)
+    audit = await blocking(teams.audit_log, dash.session.account_id) if dash.is_admin else []
+    return dash.page("team.html", title="Team", members=members, audit=audit, **values)
+
+
+@view
+async def team(dash: Dash) -> Response:
+    return await _team_page(dash)
+
+
+@view
+async def set_role(dash: Dash) -> Response:
+    dash.require_admin("change roles")
+    form = await dash.form()
+    teams = dash.gateway.auth.teams
+    user_id = dash.request.path_params["user_id"]
+    try:
+        member = await blocking(teams.set_role, dash.session.account_id, user_id, form.get("role"))
+    except TeamError as exc:
+        return await _team_page(dash, error=exc.message)
+    await blocking(
+        teams.audit, dash.session.account_id, dash.actor, "member.role", member.email, member.role
+    )
+    dash.gateway.auth.clear_cache()
+    return await _team_page(dash, notice=f"{member.email} is now {member.role}.")
+
+
+async def _billing_page(dash: Dash, **values) -> Response:
+    dash.require_admin("see billing")
+    account = await blocking(dash.gateway.auth.accounts.get_account_by_id, dash.session.account_id)
+    if account is None:
+        raise Refused("This team no longer exists.")
+    spent = await dash.gateway.serving.budget.spent(f"acct:{dash.session.account_id}")
+    return dash.page(
+        "billing.html", title="Billing", limit=account.spending_limit, spent=spent, **values
+    )
+
+
+@view
+async def billing(dash: Dash) -> Response:
+    return await _billing_page(dash)
+
+
+@view
+async def set_limit(dash: Dash) -> Response:
+    dash.require_admin("manage billing")
+    form = await dash.form()
+    raw = form.get("spending_limit", "").strip()
+    try:
+        limit = float(raw) if raw else None
+        if limit is not None and limit < 0:
+            raise ValueError
+    except ValueError:
+        return await _billing_page(dash, error="The limit is an amount in USD, or empty for none.")
+    accounts, teams = dash.gateway.auth.accounts, dash.gateway.auth.teams
+    account = await blocking(accounts.set_spending_limit, dash.session.account_id, limit)
+    shown = "none" if limit is None else f"{limit:g}"
+    await blocking(
+        teams.audit,
+        dash.session.account_id,
+        dash.actor,
+        "billing.spending_limit",
+        account.name if account else "",
+        shown,
+    )
+    dash.gateway.auth.clear_cache()
+    return await _billing_page(dash, notice=f"Spending limit set to {shown}.")
+
+
+@view
+async def account(dash: Dash) -> Response:
+    row = await blocking(dash.gateway.auth.accounts.get_account_by_id, dash.session.account_id)
+    if row is None:
+        raise Refused("This team no longer exists.")
+    quota = row.gpu_quota if row.gpu_quota is not None else dash.gateway.settings.gpu_quota
+    return dash.page("account.html", title="Account", account=row, gpu_quota=quota)
