@@ -12,6 +12,7 @@ import re
 import shutil
 import subprocess
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -243,6 +244,10 @@ def test_dashboard_end_to_end(dash_env: Env, tmp_path: Path) -> None:
             admin.get_by_label("Limit in USD (empty: no limit)").fill("25")
             admin.get_by_role("button", name="Save limit").click()
             assert admin.locator("#limit").inner_text() == "$25.00"
+            month = datetime.now(UTC).strftime("%Y-%m")
+            invoice = admin.locator("#invoice-list tr", has_text=month)
+            assert invoice.locator("td").nth(4).inner_text() == "open"
+            assert admin.locator("#price-list tr", has_text=NULL_MODEL).count() == 1
             shot(admin, "09-billing")
 
             admin.goto(server.url + "/dash/playground")

@@ -49,6 +49,12 @@ SERVE_ENV = {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"}
 VANISHED_S = 10.0  # an application gone this long is re-created by the leader
 
 
+# How long a leaving replica (roll-over, scale-down) may take to finish its in-flight requests;
+# longer ones end with the retryable 503. Longer grace periods keep an idle replica that is
+# being stopped (and its resources) around for the whole period: not raised until that is fixed.
+GRACEFUL_SHUTDOWN_S = 5.0
+
+
 @dataclass
 class RayInstance:
     """One Serve replica of a model, as the controller last reported it."""
@@ -395,7 +401,7 @@ class RayDeployment(ModelDeployment):
             ray_actor_options=actor,
             health_check_period_s=self.backend.health_check_period_s,
             health_check_timeout_s=self.backend.health_check_timeout_s,
-            graceful_shutdown_timeout_s=5.0,
+            graceful_shutdown_timeout_s=GRACEFUL_SHUTDOWN_S,
             **options,
         )
         with self.backend.push_lock:
@@ -464,26 +470,38 @@ class RayDeployment(ModelDeployment):
         handle = await self._get_handle()
         adapter = getattr(request, "adapter", None) or ""
         options = handle.options(stream=True, multiplexed_model_id=adapter)
-        stream = options.remote(encode_request(request), self.adapters.get(adapter, ""))
+        payload = encode_request(request)
         call = Call(f"{next(self._ids):x}", self._cancel)
         self._in_flight += 1
-        try:
-            # Serve holds the request while an instance starts (from zero, too): wait for the
-            # first events up to the caller's ready timeout.
-            first = await asyncio.wait_for(stream.__anext__(), ready_timeout_s)
-        except TimeoutError:
-            self._in_flight -= 1
-            stream.cancel()
-            raise ModelUnavailable(
-                f"The model `{self.spec.name}` is not ready; retry later."
-            ) from None
-        except BaseException as exc:
-            self._in_flight -= 1
-            if isinstance(exc, asyncio.CancelledError):
+        deadline = time.monotonic() + ready_timeout_s
+        for attempt in (1, 2):
+            stream = options.remote(payload, self.adapters.get(adapter, ""))
+            try:
+                # Serve holds the request while an instance starts (from zero, too): wait for
+                # the first events up to the caller's ready timeout.
+                first = await asyncio.wait_for(
+                    stream.__anext__(), max(0.001, deadline - time.monotonic())
+                )
+                break
+            except TimeoutError:
+                self._in_flight -= 1
                 stream.cancel()
-                raise
-            call.deliver(_lost(self.spec.name, exc))
-            return call
+                raise ModelUnavailable(
+                    f"The model `{self.spec.name}` is not ready; retry later."
+                ) from None
+            except BaseException as exc:
+                if isinstance(exc, asyncio.CancelledError):
+                    self._in_flight -= 1
+                    stream.cancel()
+                    raise
+                if attempt == 1 and not isinstance(exc, StopAsyncIteration):
+                    # The replica went away before its first event (a roll-over, a lost
+                    # node): nothing was produced, so another replica takes it.
+                    log.info("ray call retried", extra={"error": type(exc).__name__})
+                    continue
+                self._in_flight -= 1
+                call.deliver(_lost(self.spec.name, exc))
+                return call
         if _deliver(call, first):
             self._in_flight -= 1
         else:

@@ -3,6 +3,9 @@ limits, as /v1/team, /v1/billing and /v1/me do them."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+from typing import Any
+
 from starlette.responses import Response
 
 from inferd.api.dash.render import Dash, Refused, blocking, view
@@ -44,9 +47,48 @@ async def _billing_page(dash: Dash, **values) -> Response:
     if account is None:
         raise Refused("This team no longer exists.")
     spent = await dash.gateway.serving.budget.spent(f"acct:{dash.session.account_id}")
-    return dash.page(
-        "billing.html", title="Billing", limit=account.spending_limit, spent=spent, **values
+    days = await blocking(
+        dash.gateway.ledger.daily_summary, dash.session.account_id, None, None, None, None
     )
+    return dash.page(
+        "billing.html",
+        title="Billing",
+        limit=account.spending_limit,
+        spent=spent,
+        invoices=invoices(days),
+        prices=prices(dash),
+        **values,
+    )
+
+
+def invoices(days: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One statement per calendar month (UTC) from the daily rollups, newest first; the
+    current month is still open."""
+    months: dict[str, dict[str, Any]] = {}
+    for row in days:
+        month = months.setdefault(
+            row["date"][:7],
+            {"month": row["date"][:7], "requests": 0, "cost": 0.0, "gpu_hours": 0.0},
+        )
+        month["requests"] += row["requests"]
+        month["cost"] += row["cost"]
+        month["gpu_hours"] += row["uptime_seconds"] / 3600
+    current = datetime.now(UTC).strftime("%Y-%m")
+    for month in months.values():
+        month["open"] = month["month"] == current
+    return sorted(months.values(), key=lambda m: m["month"], reverse=True)
+
+
+def prices(dash: Dash) -> dict[str, Any]:
+    """What the team pays: each model it can call, and each pool's hourly price (deployments'
+    instances and containers)."""
+    models = [
+        {"name": spec.name, "task": spec.task, "price": spec.price}
+        for spec in dash.gateway.catalog.visible(dash.session.account_id)
+    ]
+    control = dash.gateway.control
+    pools = list(control.pools) if control is not None else []
+    return {"models": sorted(models, key=lambda m: m["name"]), "pools": pools}
 
 
 @view
