@@ -33,7 +33,7 @@ CHECKS = (
     "response_schema_conformance",
 )
 SEED = 1
-MAX_EXAMPLES = 30  # per operation and phase; the run stays well under 3 minutes on 2 cores
+MAX_EXAMPLES = 15  # per operation and phase: about 2 minutes on 2 cores for ~60 operations
 CAPS = {
     "INFERD_MAX_OUTPUT_TOKENS": "4",
     "INFERD_DEFAULT_NATIVE_MAX_NEW_TOKENS": "4",
@@ -116,6 +116,10 @@ def test_schemathesis_finds_nothing(capped_server: Server, tmp_path: Path) -> No
         f"Authorization: Bearer {key}",
         "--generation-database",
         "none",
+        # Path parameters drop generated values with `/` and the like: with few examples per
+        # operation Hypothesis takes that for a broken strategy.
+        "--suppress-health-check",
+        "filter_too_much",
         "--report",
         "json",
         "--report-json-path",
