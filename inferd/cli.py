@@ -38,8 +38,10 @@ def serve(args: argparse.Namespace) -> None:
         http="httptools",
         log_config=None,
         access_log=False,
-        # Nothing here reads client addresses; X-Forwarded-* rewriting is per-request work.
-        proxy_headers=False,
+        # X-Forwarded-Proto/-For only from the operator's TLS proxy: the sign-in's redirect URI
+        # and the Secure cookie flag follow the scheme the browser used.
+        proxy_headers=settings.forwarded_allow_ips is not None,
+        forwarded_allow_ips=settings.forwarded_allow_ips,
         timeout_graceful_shutdown=int(settings.drain_timeout_s),
         backlog=4096,
     )

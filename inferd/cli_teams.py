@@ -23,6 +23,11 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--role", choices=("admin", "member"), default="member")
     p.set_defaults(func=add_member)
 
+    p = ops.add_parser("remove-member", help="take a person out of a team")
+    p.add_argument("team")
+    p.add_argument("email")
+    p.set_defaults(func=remove_member)
+
     p = ops.add_parser("members", help="a team's members and roles")
     p.add_argument("team")
     p.set_defaults(func=members)
@@ -65,6 +70,23 @@ def add_member(args: argparse.Namespace) -> None:
     user_id = teams.add_member(account.id, args.email, args.role)
     teams.audit(account.id, "operator", "member.add", args.email.lower(), args.role)
     print(user_id)
+
+
+def remove_member(args: argparse.Namespace) -> None:
+    from inferd.auth.teams import TeamError
+
+    service, teams = _services()
+    account = _team(service, args.team)
+    email = args.email.strip().lower()
+    found = [m for m in teams.members(account.id) if m.email == email]
+    if not found:
+        sys.exit(f"inferd: {args.email!r} is not a member of {args.team!r}")
+    try:
+        teams.remove_member(account.id, found[0].user_id)
+    except TeamError as exc:
+        sys.exit(f"inferd: {exc.message}")
+    teams.audit(account.id, "operator", "member.remove", email)
+    print(f"removed {email}")
 
 
 def members(args: argparse.Namespace) -> None:

@@ -139,6 +139,11 @@ class Settings(BaseModel):
         default=60.0, gt=0, description="How often deployments' uptime is written as usage."
     )
     # Dashboard sign-in (api/sso, api/dash).
+    forwarded_allow_ips: str | None = Field(
+        default=None,
+        description="Addresses of a TLS proxy in front (comma-separated, `*`: any) whose "
+        "X-Forwarded-Proto/-For are trusted; unset: none.",
+    )
     session_ttl_s: float = Field(
         default=12 * 3600, gt=0, description="A dashboard session ends this long after sign-in."
     )

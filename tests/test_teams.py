@@ -173,3 +173,37 @@ def test_sso_settings_are_the_operators_and_the_secret_is_write_only(
     assert SECRET_CANARY not in team_server.log_text()
     database = (team_server.home / "inferd.db").read_bytes()
     assert SECRET_CANARY.encode() not in database
+
+
+def test_removed_members_and_revoked_keys_lose_access_at_once(team_server: Server) -> None:
+    created = httpx.post(
+        team_server.url + "/v1/accounts",
+        json={"name": "hooli"},
+        headers={"Authorization": f"Bearer {ADMIN_KEY}"},
+    ).json()
+    owner = client(team_server, created["api_key"])
+    dana_id = cli(team_server, "teams", "add-member", "hooli", "dana@hooli.test")
+    erin_id = cli(team_server, "teams", "add-member", "hooli", "erin@hooli.test", "--role", "admin")
+    dana = client(
+        team_server, cli(team_server, "teams", "key", "hooli", "dana@hooli.test", "--name", "d")
+    )
+    assert dana.get("/v1/team").status_code == 200
+    # A member may not remove anyone; an admin may; the last admin user stays.
+    assert dana.delete(f"/v1/team/members/{erin_id}").status_code == 403
+    removed = owner.delete(f"/v1/team/members/{dana_id}")
+    assert removed.status_code == 200 and removed.json()["email"] == "dana@hooli.test"
+    assert dana.get("/v1/team").status_code == 401  # her key went with her
+    assert owner.delete(f"/v1/team/members/{dana_id}").status_code == 404
+    last = owner.delete(f"/v1/team/members/{erin_id}")
+    assert last.status_code == 409 and last.json()["error"]["code"] == "last_admin"
+    actions = [(e["action"], e["target"]) for e in owner.get("/v1/team/audit").json()]
+    assert ("member.remove", "dana@hooli.test") in actions
+
+    # A browser signed in with a key is signed out when the key is revoked.
+    minted = owner.post("/v1/api-tokens", json={"name": "laptop"}).json()["token"]
+    with httpx.Client(base_url=team_server.url, timeout=30) as browser:
+        assert browser.post("/login", data={"api_key": minted}).status_code == 303
+        assert browser.get("/dash/api_keys").status_code == 200
+        assert owner.delete("/v1/api-tokens/laptop").status_code == 200
+        ended = browser.get("/dash/api_keys")
+        assert ended.status_code == 303 and ended.headers["location"] == "/login"

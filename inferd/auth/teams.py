@@ -12,11 +12,11 @@ import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 
 from inferd.auth.keys import KeyVault
 from inferd.store.db import Database
-from inferd.store.models import Account, as_utc
+from inferd.store.models import Account, ApiKey, as_utc
 from inferd.store.team_tables import ROLES, AuditEntry, DashSession, TeamMember, TeamSso, User
 
 ADMIN = "admin"
@@ -156,16 +156,10 @@ class TeamService:
             member = s.get(TeamMember, (account_id, user_id))
             if member is None:
                 raise TeamError(404, f"No member `{user_id[:60]}`.", "not_found", "user_id")
-            if member.role == ADMIN and role != ADMIN:
-                admins = s.scalar(
-                    select(func.count())
-                    .select_from(TeamMember)
-                    .where(TeamMember.account_id == account_id, TeamMember.role == ADMIN)
+            if member.role == ADMIN and role != ADMIN and self._admins(s, account_id) <= 1:
+                raise TeamError(
+                    409, "The team's last admin cannot become a member.", "last_admin", "role"
                 )
-                if admins <= 1:
-                    raise TeamError(
-                        409, "The team's last admin cannot become a member.", "last_admin", "role"
-                    )
             member.role = role
             user = s.get(User, user_id)
             assert user is not None
@@ -176,6 +170,40 @@ class TeamService:
                 as_utc(member.created_at),
                 as_utc(user.last_login_at) if user.last_login_at else None,
             )
+
+    def remove_member(self, account_id: str, user_id: str) -> Member:
+        """Take a user out of the team: their keys stop working and their sessions end (both
+        check membership on use); the team keeps at least one admin user."""
+        with self.db.session() as s, s.begin():
+            s.execute(select(Account.id).where(Account.id == account_id).with_for_update())
+            member = s.get(TeamMember, (account_id, user_id))
+            if member is None:
+                raise TeamError(404, f"No member `{user_id[:60]}`.", "not_found", "user_id")
+            if member.role == ADMIN and self._admins(s, account_id) <= 1:
+                raise TeamError(409, "The team's last admin cannot leave.", "last_admin")
+            user = s.get(User, user_id)
+            assert user is not None
+            gone = Member(
+                user.id,
+                user.email,
+                member.role,
+                as_utc(member.created_at),
+                as_utc(user.last_login_at) if user.last_login_at else None,
+            )
+            s.delete(member)
+            s.execute(
+                delete(DashSession).where(
+                    DashSession.account_id == account_id, DashSession.user_id == user_id
+                )
+            )
+            return gone
+
+    def _admins(self, s, account_id: str) -> int:
+        return s.scalar(
+            select(func.count())
+            .select_from(TeamMember)
+            .where(TeamMember.account_id == account_id, TeamMember.role == ADMIN)
+        )
 
     def email_of(self, user_id: str) -> str | None:
         with self.db.session() as s:
@@ -260,7 +288,9 @@ class TeamService:
     ) -> str:
         """A new session; returns the cookie's token (the database keeps its keyed hash)."""
         token = secrets.token_urlsafe(32)
+        now = datetime.now(UTC)
         with self.db.session() as s, s.begin():
+            s.execute(delete(DashSession).where(DashSession.expires_at <= now))  # housekeeping
             s.add(
                 DashSession(
                     token_hash=self._hash(token),
@@ -288,6 +318,14 @@ class TeamService:
             if as_utc(row.expires_at) <= datetime.now(UTC):
                 return None
             role, email = row.role, None
+            if row.user_id is None and row.key_name is not None:
+                key = s.scalar(
+                    select(ApiKey.id).where(
+                        ApiKey.account_id == row.account_id, ApiKey.name == row.key_name
+                    )
+                )
+                if key is None:
+                    return None  # signed in with a key since revoked
             if row.user_id is not None:
                 member = s.get(TeamMember, (row.account_id, row.user_id))
                 if member is None:

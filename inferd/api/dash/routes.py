@@ -38,6 +38,7 @@ routes = [
     _page("/dash/scoped_jwt", keys.create_jwt, ("POST",)),
     _page("/dash/team", team.team),
     _page("/dash/team/{user_id}/role", team.set_role, ("POST",)),
+    _page("/dash/team/{user_id}/remove", team.remove_member, ("POST",)),
     _page("/dash/billing", team.billing),
     _page("/dash/billing", team.set_limit, ("POST",)),
     _page("/dash/account", team.account),

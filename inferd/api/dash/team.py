@@ -41,6 +41,21 @@ async def set_role(dash: Dash) -> Response:
     return await _team_page(dash, notice=f"{member.email} is now {member.role}.")
 
 
+@view
+async def remove_member(dash: Dash) -> Response:
+    dash.require_admin("remove members")
+    await dash.form()
+    teams = dash.gateway.auth.teams
+    user_id = dash.request.path_params["user_id"]
+    try:
+        member = await blocking(teams.remove_member, dash.session.account_id, user_id)
+    except TeamError as exc:
+        return await _team_page(dash, error=exc.message)
+    await blocking(teams.audit, dash.session.account_id, dash.actor, "member.remove", member.email)
+    dash.gateway.auth.clear_cache()
+    return await _team_page(dash, notice=f"{member.email} was removed from the team.")
+
+
 async def _billing_page(dash: Dash, **values) -> Response:
     dash.require_admin("see billing")
     account = await blocking(dash.gateway.auth.accounts.get_account_by_id, dash.session.account_id)

@@ -38,6 +38,17 @@ routes = [
         errors=(403, 404, 409),
     ),
     Endpoint(
+        "/v1/team/members/{user_id}",
+        serving.remove_member,
+        "DELETE",
+        params={"user_id": "The member's user id (`usr_...`)."},
+        summary="Remove a member from the team (team admins)",
+        description="Their API keys stop working and their dashboard sessions end. They can "
+        "sign in again through the team's identity provider unless it stops them.",
+        responses={200: Reply("The member, as they were.", {JSON: MemberObject})},
+        errors=(403, 404, 409),
+    ),
+    Endpoint(
         "/v1/team/audit",
         serving.audit_log,
         "GET",

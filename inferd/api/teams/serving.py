@@ -95,6 +95,19 @@ async def set_member_role(request: Request) -> Response:
     return JSONResponse(_member_object(member))
 
 
+async def remove_member(request: Request) -> Response:
+    principal = await _team_admin(request, "remove members")
+    gateway = _gateway(request)
+    user_id = request.path_params["user_id"]
+    member = await _call(gateway.auth.teams.remove_member, principal.account_id, user_id)
+    who = await actor(gateway, principal)
+    await asyncio.to_thread(
+        gateway.auth.teams.audit, principal.account_id, who, "member.remove", member.email
+    )
+    gateway.auth.clear_cache()  # the member's keys stop working here at once
+    return JSONResponse(_member_object(member))
+
+
 async def get_billing(request: Request) -> Response:
     principal = await _team_admin(request, "see billing")
     gateway = _gateway(request)
