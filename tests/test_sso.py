@@ -378,7 +378,6 @@ def test_secrets_never_reach_the_log(env: Env) -> None:
 
 # -- in-process: the checks of the ID token and the pending login -------------------------------
 
-NOW = int(time.time())
 KEY = RSAKey.generate_key(2048, {"kid": "k1"})
 IDP = Provider(
     issuer="https://idp.test",
@@ -393,12 +392,13 @@ PUBLISHED = KeySet([RSAKey.import_key(KEY.as_dict(private=False))])
 
 
 def id_token(key: Any = KEY, alg: str = "RS256", **claims: Any) -> str:
+    now = int(time.time())  # at signing: the module is imported long before its tests run
     base = {
         "iss": IDP.issuer,
         "aud": "client-1",
         "sub": "00u1",
-        "exp": NOW + 300,
-        "iat": NOW,
+        "exp": now + 300,
+        "iat": now,
         "nonce": "n-1",
         "email": "a@acme.test",
     }
@@ -420,7 +420,7 @@ def test_a_valid_id_token_passes() -> None:
         (lambda: id_token(iss="https://evil.test"), "`iss` is wrong"),
         (lambda: id_token(aud="client-2"), "`aud` is wrong"),
         (lambda: id_token(aud=["client-1", "client-2"]), "`azp` is wrong"),
-        (lambda: id_token(exp=NOW - 3600), "expired"),
+        (lambda: id_token(exp=int(time.time()) - 3600), "expired"),
         (lambda: id_token(nonce="n-2"), "`nonce` is wrong"),
         (lambda: id_token(nonce=None), "lacks `nonce`"),
         (lambda: id_token(iat=None), "lacks `iat`"),
