@@ -139,9 +139,16 @@ def test_scoped_jwts_cannot_manage_anything(team_server: Server) -> None:
         ("GET", "/deploy/list", None),
         ("GET", "/v1/containers", None),
         ("PUT", "/v1/accounts/initech/sso", None),
+        ("GET", "/models/lora/list", None),
+        ("DELETE", "/lora-model/initech/x", None),
+        ("GET", "/v1/webhooks/secret", None),
+        ("POST", "/v1/webhooks/secret/rotate", None),
     ):
         refused = scoped.request(method, path, json=body)
         assert refused.status_code == 403, (path, refused.text)
+    # Nor sign in to the dashboard.
+    with httpx.Client(base_url=team_server.url, timeout=30) as browser:
+        assert browser.post("/login", data={"api_key": token}).status_code == 403
 
 
 def test_sso_settings_are_the_operators_and_the_secret_is_write_only(
