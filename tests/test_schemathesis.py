@@ -43,6 +43,9 @@ CAPS = {
     "INFERD_MAX_AUDIO_SECONDS": "5",
     "INFERD_GPU_QUOTA": "0",  # deploy and container calls are checked to their refusal
     "INFERD_CONTAINERS": "true",
+    # Its own bridge's firewall tables (no container ever starts), removed at the end.
+    "INFERD_CONTAINER_BRIDGE": "inferd-st0",
+    "INFERD_CONTAINER_SUBNET": "127.217.0.0/24",
 }
 
 
@@ -73,6 +76,8 @@ def capped_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     server.start(timeout=300)
     yield server
     server.stop()
+    for family in ("inet", "bridge"):
+        subprocess.run(["nft", "delete", "table", family, "inferd_inferd_st0"], check=False)
 
 
 @pytest.mark.timeout(600)
