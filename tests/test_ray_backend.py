@@ -307,7 +307,15 @@ def test_a_deployment_created_through_one_gateway_is_served_by_the_other_and_sca
         worker = ray_cluster.worker_node_id()
         listed = running["instances"]["list"]
         assert listed and all(i["node"] == worker for i in listed), listed
-        assert a.get(f"/deploy/{deploy_id}").json()["instances"]["list"] == listed
+        # Each gateway reads Serve's state once a second: they agree within a few.
+        wait_for(
+            lambda: (
+                a.get(f"/deploy/{deploy_id}").json()["instances"]["list"]
+                == b.get(f"/deploy/{deploy_id}").json()["instances"]["list"]
+            ),
+            10,
+            "both gateways listing the same instances",
+        )
         wait_for(
             lambda: b.get(f"/deploy/{deploy_id}").json()["instances"]["running"] == 0,
             60,
