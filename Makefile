@@ -37,8 +37,9 @@ llama-wheel:
 			llama-cpp-python==$(LLAMA_CPP_VERSION) -w $(WHEELS); \
 	fi
 
-$(VENV)/.test-done: $(VENV)/.setup-done requirements/test.txt requirements/ray.txt tests/node/package-lock.json
-	$(PIP) -r requirements/test.txt -r requirements/ray.txt
+# bench.txt: llama_cpp.server, a real OpenAI-compatible peer the routing tests put behind a route.
+$(VENV)/.test-done: $(VENV)/.setup-done requirements/test.txt requirements/ray.txt requirements/bench.txt tests/node/package-lock.json
+	$(PIP) -r requirements/test.txt -r requirements/ray.txt -r requirements/bench.txt
 # Debian's Chromium for the Swagger UI test (never `playwright install`); CI runs as root.
 	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium)
 	npm ci --prefix tests/node --ignore-scripts --no-audit --no-fund

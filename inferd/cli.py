@@ -243,10 +243,12 @@ def main(argv: list[str] | None = None) -> None:
 
     from inferd.cli_containers import add_parser as add_containers_parser
     from inferd.cli_deploy import add_parser as add_deploy_parser
+    from inferd.cli_routes import add_parser as add_routes_parser
     from inferd.cli_teams import add_parser as add_teams_parser
 
     add_deploy_parser(sub)
     add_containers_parser(sub)
+    add_routes_parser(sub)
     add_teams_parser(sub)
 
     args = parser.parse_args(argv)

@@ -67,7 +67,7 @@ def _client(args: argparse.Namespace) -> httpx.Client:
 
 
 def _checked(response: httpx.Response) -> Any:
-    if response.status_code != 200:
+    if not response.is_success:
         try:
             message = response.json()["error"]["message"]
         except (ValueError, KeyError, TypeError):

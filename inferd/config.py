@@ -34,6 +34,37 @@ class PoolConfig(BaseModel):
     )
 
 
+class RouteTargetConfig(BaseModel):
+    """A target of a route declared in the config file (see docs/routing.md)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field(min_length=1)
+    base_url: str | None = Field(
+        default=None, description="An OpenAI-compatible provider's base URL (…/v1); unset: here."
+    )
+    api_key: SecretStr | None = None
+    api_key_env: str | None = Field(
+        default=None, description="Environment variable holding the provider's API key."
+    )
+    weight: float = Field(default=1.0, gt=0)
+    zero_retention: bool = False
+    input_per_1m: float = Field(default=0.0, ge=0)
+    output_per_1m: float = Field(default=0.0, ge=0)
+
+
+class RouteConfig(BaseModel):
+    """A route declared by the operator in the config file: public, read-only through the API."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=300)
+    targets: list[RouteTargetConfig] = Field(min_length=1)
+    policy: Literal["ordered", "weighted", "cheapest", "fastest"] = "ordered"
+    task: Literal["text-generation", "embeddings"] = "text-generation"
+    zero_retention: bool = False
+
+
 class Settings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -248,6 +279,29 @@ class Settings(BaseModel):
 
     batch_budget_retry_s: float = Field(
         default=30.0, gt=0, description="How often a paused batch's lines look for money."
+    )
+
+    # Routes (serving/routing.py): a name served by targets here or at other providers.
+    routes: list[RouteConfig] = Field(
+        default_factory=list, description="Operator routes (`[[routes]]` in the config file)."
+    )
+    route_failure_threshold: int = Field(
+        default=3, ge=1, description="Failures in a row that put a route target in cooldown."
+    )
+    route_cooldown_s: float = Field(
+        default=30.0, gt=0, description="How long a failing target rests before a probe."
+    )
+    route_max_attempts: int = Field(
+        default=3, ge=1, description="Targets one request may try (its retry budget)."
+    )
+    route_connect_timeout_s: float = Field(
+        default=5.0, gt=0, description="Connecting to a provider; then the next target."
+    )
+    route_first_byte_timeout_s: float = Field(
+        default=60.0, gt=0, description="Until a provider's first token (or answer); then the next."
+    )
+    route_idle_timeout_s: float = Field(
+        default=120.0, gt=0, description="Longest silence in a provider's stream once it started."
     )
 
     @property

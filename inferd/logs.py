@@ -34,6 +34,7 @@ METADATA_FIELDS = (
     "to_status",
     "reason",
     "instances",
+    "served_by",  # a route's target: a model name or `model@host:port`, never a URL path or key
 )
 
 

@@ -43,6 +43,10 @@ class _Exchange:
             if meta is not None and meta.deprecation is not None:
                 extra = deprecation_headers(*meta.deprecation, meta.served_by)
                 message = {**message, "headers": [*message.get("headers", ()), *extra]}
+            elif meta is not None and meta.routed_as is not None and meta.served_by:
+                # A route: the target that served (a model here, or `model@provider-host`).
+                served = (b"x-inferd-served-by", meta.served_by.encode())
+                message = {**message, "headers": [*message.get("headers", ()), served]}
         await self.send_raw(message)
         if kind == "http.response.body" and not message.get("more_body", False):
             self.finish()
@@ -93,6 +97,7 @@ def _fields(scope: Scope, status: int, duration: float, meta: RequestMeta) -> di
         "completion_tokens": meta.completion_tokens,
         "cost": meta.cost,
         "finish_reason": meta.finish_reason,
+        "served_by": meta.served_by,
     }
 
 

@@ -27,6 +27,7 @@ from inferd.api.native.api_router import routes as native_routes
 from inferd.api.native.serving import infer
 from inferd.api.openai.api_router import routes as openai_routes
 from inferd.api.ops.api_router import routes as ops_routes
+from inferd.api.routing.api_router import routes as route_routes
 from inferd.api.sso.routes import routes as sso_routes
 from inferd.api.teams.api_router import routes as team_routes
 from inferd.api.tenancy.api_router import routes as tenancy_routes
@@ -55,6 +56,7 @@ from inferd.runtime import Runtime
 from inferd.runtime.backend import ReplicaBackend
 from inferd.runtime.local import WORKER_ENV, LocalBackend
 from inferd.serving import RequestError, Serving
+from inferd.serving.route_health import RouteHealth
 from inferd.store.blobs import BlobStore, load_master_key
 from inferd.store.db import Database
 
@@ -114,7 +116,15 @@ def create_app(
             budget = InProcessBudget(ledger.total)
         revocations = Revocations(auth, redis, settings.redis_prefix)
         runtime = Runtime(served, backend, settings.model_ready_timeout_s)
-        serving = Serving(settings, served, runtime, limiter, budget, ledger)
+        health = RouteHealth(
+            served,
+            settings.route_failure_threshold,
+            settings.route_cooldown_s,
+            settings.route_first_byte_timeout_s,
+            redis,
+            settings.redis_prefix,
+        )
+        serving = Serving(settings, served, runtime, limiter, budget, ledger, health)
         control = ControlPlane(settings, db, vault, runtime, served, ledger, budget)
         queue = JobQueue(db)
         jobs = JobRunner(queue)
@@ -162,6 +172,7 @@ def create_app(
         await backend.start()
         await runtime.start()
         await control.start()
+        await health.start()
         await asyncio.to_thread(webhooks.recover)
         await asyncio.to_thread(blobs.sweep_partial)
         files.serve(jobs)
@@ -175,6 +186,8 @@ def create_app(
             # before lifespan shutdown runs; refuse anything still arriving, then stop workers.
             serving.draining = True
             await notifier.close()
+            await health.close()
+            await serving.upstream.aclose()
             await jobs.close()
             await webhooks.close()
             await control.close()
@@ -199,6 +212,7 @@ def create_app(
             *team_routes,
             *deploy_routes,
             *container_routes,
+            *route_routes,
             *webhook_routes,
             *file_routes,
             *batch_routes,

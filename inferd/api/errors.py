@@ -46,7 +46,7 @@ def error_body(exc: RequestError) -> dict[str, Any]:
 
 
 def error_response(exc: RequestError) -> Response:
-    headers = {"Retry-After": "1"} if exc.status in (429, 503) else None
+    headers = exc.headers or ({"Retry-After": "1"} if exc.status in (429, 503) else None)
     return Response(
         orjson.dumps(error_body(exc)),
         status_code=exc.status,

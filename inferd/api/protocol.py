@@ -46,6 +46,7 @@ class ModelCard(TypedDict):
     version: NotRequired[int]
     deprecated_at: NotRequired[str]  # ISO 8601; after it, `replacement` serves the requests
     replacement: NotRequired[str]
+    route_targets: NotRequired[list[str]]  # a route: what may serve it, in its policy's order
 
 
 def _fold_seed(value: int) -> int:

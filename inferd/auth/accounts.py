@@ -52,6 +52,7 @@ class AccountService:
         spending_limit: float | None = None,
         email: str | None = None,
         gpu_quota: int | None = None,
+        zero_retention: bool = False,
     ) -> Account:
         account = Account(
             id="acc_" + secrets.token_hex(8),
@@ -61,6 +62,7 @@ class AccountService:
             spending_limit=spending_limit,
             email=email,
             gpu_quota=gpu_quota,
+            zero_retention=zero_retention,
         )
         try:
             with self.db.session() as s, s.begin():
@@ -82,13 +84,15 @@ class AccountService:
         """Set an account's `concurrency_limit`, `spending_limit` or `gpu_quota` (None: the
         server default / no limit); None if there is no such account. Gateways see a change
         once their credential cache expires (`auth_cache_ttl_s`)."""
-        allowed = {"concurrency_limit", "spending_limit", "gpu_quota"}
+        allowed = {"concurrency_limit", "spending_limit", "gpu_quota", "zero_retention"}
         if not set(limits) <= allowed:
             raise ValueError(f"only {sorted(allowed)} can change")
         with self.db.session() as s, s.begin():
             account = s.scalar(select(Account).where(Account.name == name))
             if account is not None:
                 for field, value in limits.items():
+                    if field == "zero_retention":
+                        value = bool(value)  # null: off
                     setattr(account, field, value)
             return account
 

@@ -60,6 +60,8 @@ class Principal:
     # team's bootstrap key, an admin's).
     role: str = "admin"
     user_id: str | None = None
+    # The account's requests never go to a provider not marked zero-retention (routes).
+    zero_retention: bool = False
 
     def allows(self, model: str) -> bool:
         return self.jwt is None or self.jwt.models is None or model in self.jwt.models
@@ -116,6 +118,7 @@ class Authenticator:
             is_admin=fresh.is_admin,
             concurrency_limit=fresh.concurrency_limit,
             spending_limit=fresh.spending_limit,
+            zero_retention=fresh.zero_retention,
         )
 
     def _account(self, account_id: str) -> Principal:
@@ -224,6 +227,7 @@ def _principal(account: Account, key_name: str, scope: JwtScope | None = None) -
         account.concurrency_limit,
         account.spending_limit,
         scope,
+        zero_retention=bool(account.zero_retention),
     )
 
 

@@ -47,6 +47,7 @@ class UsageRecord:
     cost: float
     started_at: datetime
     duration_ms: int
+    served_by: str | None = None  # a routed request's target (`model` is the route)
 
 
 FIELDS = tuple(UsageRecord.__dataclass_fields__)

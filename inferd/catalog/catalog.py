@@ -5,9 +5,15 @@ Versions accounts deployed at run time are published here by the control plane (
 whole snapshot swapped at once); they are private to their account: to everyone else they do
 not exist.
 
-A built-in model may be deprecated: past its `deprecated_at`, its name (and `name:version`)
-resolves to a copy of its replacement's spec that remembers what it stands in for, so the
-request is served, billed and limited as the replacement, and the response says so.
+A built-in model may be deprecated (in the catalog file, or by an operator's route with a
+date): past its `deprecated_at`, its name (and `name:version`) resolves to a copy of its
+replacement's spec that remembers what it stands in for, so the request is served, billed and
+limited as the replacement, and the response says so.
+
+Resolution order of a model string: a built-in model (or, past its date, what replaces it),
+`deploy_id:ID`, a deployment's name or `name:version` (LoRA adapters are deployments), then a
+route (`route`). A route never shadows a name that exists, so the order only matters for what
+a route was made for: names nothing else answers.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+from inferd.catalog.routes import Route
 from inferd.catalog.spec import ModelSpec
 
 DEFAULT_CATALOG = "default.toml"
@@ -49,23 +56,77 @@ class Catalog:
         duplicates = {n for n in names if names.count(n) > 1}
         if duplicates:
             raise ValueError(f"catalog declares models twice: {sorted(duplicates)}")
-        self._specs = {s.name: s for s in specs}
+        self._declared = specs
         self._deployed: dict[str, DeployedVersion] = {}
         self._versions: dict[str, list[DeployedVersion]] = {}  # full name → by version
+        self._routes: dict[str, Route] = {}
         # Unix seconds now; tests move it. Read only for deprecated models.
         self.clock = clock
-        # Deprecated name → (its sunset in unix seconds, the replacement standing in for it).
-        self._sunsets = {
+        self._specs, self._sunsets = self._built(specs, {})
+
+    def _built(
+        self, specs: list[ModelSpec], routes: dict[str, Route]
+    ) -> tuple[dict[str, ModelSpec], dict[str, tuple[float, ModelSpec]]]:
+        """The built-in models with the deprecations of dated routes applied, and each
+        deprecated name → (its sunset in unix seconds, the replacement standing in for it)."""
+        by_name = {s.name: s for s in specs}
+        for route in routes.values():
+            spec = by_name.get(route.name)
+            if route.deprecated_at is not None and spec is not None:
+                by_name[route.name] = spec.model_copy(
+                    update={
+                        "deprecated_at": route.deprecated_at,
+                        "replacement": route.targets[0].model,
+                    }
+                )
+        self._specs = by_name  # `_replacement` reads it
+        sunsets = {
             s.name: (s.deprecated_at.timestamp(), self._replacement(s))
-            for s in specs
+            for s in by_name.values()
             if s.deprecated_at is not None
         }
+        return by_name, sunsets
 
     def replace_builtins(self, specs: list[ModelSpec]) -> None:
         """Serve a new set of built-in models (the database's, changed by a seed), checked as
         a whole first; ValueError leaves the catalog as it was."""
-        fresh = Catalog(specs, self.clock)
-        self._specs, self._sunsets = fresh._specs, fresh._sunsets
+        old = self._specs
+        try:
+            self._specs, self._sunsets = self._built(specs, self._routes)
+        except ValueError:
+            self._specs = old
+            raise
+        self._declared = specs
+
+    def publish_routes(self, routes: Iterable[Route]) -> None:
+        """Replace the routes with a new snapshot; a dated route deprecates its built-in model.
+        ValueError (a deprecation whose replacement does not fit) leaves the catalog as it was."""
+        fresh = {r.name: r for r in routes}
+        old = self._specs
+        try:
+            specs, sunsets = self._built(self._declared, fresh)
+        except ValueError:
+            self._specs = old
+            raise
+        self._specs, self._sunsets, self._routes = specs, sunsets, fresh
+
+    def declared(self) -> list[ModelSpec]:
+        """The built-in models as declared (without the deprecations routes add)."""
+        return list(self._declared)
+
+    def route(self, name: str, account_id: str | None = None) -> Route | None:
+        """The route of this name that `account_id` may use (not a deprecation route: those
+        answer through the built-in model's name)."""
+        route = self._routes.get(name)
+        if route is None or route.deprecated_at is not None or not route.visible_to(account_id):
+            return None
+        return route
+
+    def routes(self) -> list[Route]:
+        return list(self._routes.values())
+
+    def visible_routes(self, account_id: str | None) -> list[Route]:
+        return [r for r in self._routes.values() if self.route(r.name, account_id) is r]
 
     def _replacement(self, spec: ModelSpec) -> ModelSpec:
         """The replacement of a deprecated model: declared here, same task, not deprecated

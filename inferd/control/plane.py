@@ -1,7 +1,11 @@
-"""The control plane of one gateway process: pools, registry, reconciler and the GPU
+"""The control plane of one gateway process: pools, registry, reconciler, routes and the GPU
 containers' manager, wired."""
 
 from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
 
 from inferd.auth.keys import KeyVault
 from inferd.billing.budget import Budget
@@ -12,10 +16,13 @@ from inferd.control.containers import ContainerManager
 from inferd.control.pools import Pools
 from inferd.control.reconciler import Reconciler
 from inferd.control.registry import Registry
+from inferd.control.routes import RouteRegistry
 from inferd.runtime import Runtime
 from inferd.store.db import Database
 from inferd.weights import hub
 from inferd.weights.lora import adapter_base_model
+
+log = logging.getLogger("inferd.control")
 
 # Owners of built-in models no account may take (the catalog's own owners are added).
 RESERVED_OWNERS = {"inferd", "admin", "deploy", "v1", "models"}
@@ -49,17 +56,43 @@ class ControlPlane:
             self.used_gpus,
         )
         self.reconciler.held_by_containers = self.containers.held
+        self.routes = RouteRegistry(db, vault, catalog, settings.routes)
         self.runtime = runtime
         self.catalog = catalog
         self.settings = settings
+        self._routes_task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
+        await self.publish_routes()
         await self.reconciler.start()
         await self.containers.start()
+        self._routes_task = asyncio.create_task(self._refresh_routes(), name="routes")
 
     async def close(self) -> None:
+        if self._routes_task is not None:
+            self._routes_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._routes_task
         await self.containers.close()
         await self.reconciler.close()
+
+    async def publish_routes(self) -> None:
+        """Serve the routes as the database and config hold them now: at start, after a
+        change through this gateway, and every reconcile interval (another gateway's)."""
+        routes = await asyncio.to_thread(self.routes.load)
+        try:
+            self.catalog.publish_routes(routes)
+        except ValueError as exc:  # a deprecation whose replacement is gone since: skip those
+            log.error("deprecation routes not applied", extra={"error": str(exc)})
+            self.catalog.publish_routes(r for r in routes if r.deprecated_at is None)
+
+    async def _refresh_routes(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.reconcile_interval_s)
+            try:
+                await self.publish_routes()
+            except Exception as exc:  # the database may be briefly away: next round
+                log.error("routes not refreshed", extra={"error": type(exc).__name__})
 
     def adapter_source(self, repo: str, token: str | None) -> tuple[str, str]:
         """(commit, base model) of a PEFT adapter repository; ValueError with a reason a

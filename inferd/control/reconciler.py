@@ -150,7 +150,7 @@ class Reconciler:
         seeded a changed catalog): new ones start, removed ones stop, a changed engine, weights
         or options restarts the model's replicas, and anything else is only a catalog change."""
         specs = await asyncio.to_thread(builtins.load, self.registry.db)
-        old = {spec.name: spec for spec in self.catalog}
+        old = {spec.name: spec for spec in self.catalog.declared()}
         new = {spec.name: spec for spec in specs}
         if {n: builtins.declaration(s) for n, s in old.items()} == {
             n: builtins.declaration(s) for n, s in new.items()

@@ -54,6 +54,8 @@ class RequestMeta:
     # carries `Deprecation` and `Sunset`), and past that moment the model that served.
     deprecation: tuple[datetime, str] | None = None
     served_by: str | None = None
+    # A route was asked for: its name (what the usage row and the response name).
+    routed_as: str | None = None
 
 
 @dataclass(slots=True)
@@ -97,6 +99,11 @@ class Admission:
         await asyncio.shield(
             self.serving.settle(self, status, prompt_tokens, completion_tokens, cost)
         )
+
+    @property
+    def model_name(self) -> str:
+        """The model a response names: the route asked for, or the model that served."""
+        return self.meta.routed_as or self.spec.name
 
     @property
     def runtime_ms(self) -> int:

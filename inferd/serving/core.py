@@ -16,7 +16,7 @@ from inferd.auth import Principal
 from inferd.billing.budget import Budget, OverBudget, Scope, refusal
 from inferd.billing.ledger import UsageLedger, UsageRecord
 from inferd.billing.pricing import max_cost
-from inferd.catalog import Catalog, ModelNotFound, ModelSpec
+from inferd.catalog import Catalog, ModelNotFound, ModelSpec, Route, RouteTarget
 from inferd.config import Settings
 from inferd.limits import ConcurrencyLimiter, InProcessLimiter, RateLimited
 from inferd.requests import (
@@ -34,7 +34,10 @@ from inferd.serving.admission import Admission, RequestMeta, new_request_id
 from inferd.serving.embeddings import EmbeddingsResult, run_embeddings
 from inferd.serving.errors import RequestError, from_failed, out_of_order
 from inferd.serving.generation import Run, start_run
+from inferd.serving.route_health import RouteHealth
+from inferd.serving.routing import Router
 from inferd.serving.tasks import TaskOutcome, run_task
+from inferd.serving.upstream import ProviderStream, Upstream
 
 # Budget reservations only: images are billed at the tokens the model actually gave them.
 TOKENS_PER_IMAGE_BOUND = 2048
@@ -52,6 +55,7 @@ class Serving:
         limiter: ConcurrencyLimiter,
         budget: Budget,
         ledger: UsageLedger,
+        health: RouteHealth | None = None,
     ) -> None:
         self.settings = settings
         self.catalog = catalog
@@ -61,6 +65,14 @@ class Serving:
         self.ledger = ledger
         self.draining = False
         self._sync_settle = isinstance(limiter, InProcessLimiter)
+        health = health or RouteHealth(
+            catalog,
+            settings.route_failure_threshold,
+            settings.route_cooldown_s,
+            settings.route_first_byte_timeout_s,
+        )
+        self.router = Router(settings, health, catalog)
+        self.upstream = Upstream(settings)
 
     # -- the entry points ---------------------------------------------------------------------
 
@@ -98,13 +110,65 @@ class Serving:
 
     # -- the steps ----------------------------------------------------------------------------
 
+    def lookup(self, principal: Principal, model: str, task: str | None) -> ModelSpec | Route:
+        """The model string, once per request: a model, or a route (which the OpenAI
+        endpoints serve with fallbacks). 404 unknown, 403 not allowed for this token, 400 when
+        it serves another task than `task` (None: any task)."""
+        spec = self.catalog.find(model, principal.account_id)
+        if spec is not None:
+            return self._allowed(principal, spec, task)
+        route = self.catalog.route(model, principal.account_id)
+        if route is None:
+            raise RequestError(
+                404, str(ModelNotFound(model)), code="model_not_found", param="model"
+            )
+        if not principal.allows(route.name):
+            raise RequestError(
+                403,
+                f"This token may not use the model `{route.name}`.",
+                code="model_not_allowed",
+                param="model",
+            )
+        if task is not None and route.task != task:
+            raise RequestError(
+                400,
+                f"The route `{route.name}` serves {route.task} and not this endpoint.",
+                code="wrong_task",
+                param="model",
+            )
+        return route
+
     def resolve(self, principal: Principal, model: str, task: str | None) -> ModelSpec:
-        """The model string, once per request: 404 unknown, 403 not allowed for this token,
-        400 when the model serves another task than `task` (None: any task)."""
-        try:
-            spec = self.catalog.resolve(model, principal.account_id)
-        except ModelNotFound as exc:
-            raise RequestError(404, str(exc), code="model_not_found", param="model") from None
+        """`lookup` for the endpoints and jobs that serve a route by one model here: its first
+        target here in the route's order, without fallbacks."""
+        found = self.lookup(principal, model, task)
+        if isinstance(found, ModelSpec):
+            return found
+        for target in self.router.order(found, list(found.targets)):
+            if not target.external:
+                return self.route_target(found, target)
+        raise RequestError(
+            400,
+            f"The route `{found.name}` is served by other providers: call it through the "
+            "OpenAI-compatible endpoints (/v1/openai/...).",
+            code="wrong_endpoint",
+            param="model",
+        )
+
+    def route_target(self, route: Route, target: RouteTarget) -> ModelSpec:
+        """The model here that serves a route's local target (as its owner sees it)."""
+        spec = self.catalog.find(target.model, route.account_id)
+        if spec is None or spec.task != route.task:
+            raise RequestError(
+                503,
+                f"The model `{target.model}` behind `{route.name}` is not served here now.",
+                code="model_unavailable",
+            )
+        if spec.deploy_id is not None:
+            self._check_deployed(spec)
+        return spec
+
+    def _allowed(self, principal: Principal, spec: ModelSpec, task: str | None) -> ModelSpec:
         if not principal.allows(spec.name) and not (
             # A token allowed the deprecated model keeps working once its replacement serves.
             spec.stands_in_for is not None and principal.allows(spec.stands_in_for.name)
@@ -253,6 +317,48 @@ class Serving:
                 400, "A number in the request is out of range.", code="invalid_parameter"
             ) from None
 
+    async def call_provider(
+        self,
+        principal: Principal,
+        route: Route,
+        target: RouteTarget,
+        meta: RequestMeta,
+        path: str,
+        body: dict,
+        *,
+        stream: bool,
+        prompt_bound: int,
+        max_output: int | None,
+    ) -> tuple[Admission, dict | ProviderStream]:
+        """One hop to an external provider, admitted (limits, budget at the target's price)
+        like any request; returns once its output began. A failed hop leaves no trace: its
+        slot and reservation are given back, and no usage row is written."""
+        spec = route.provider_specs[target.key]
+        admission = await self.admit(
+            principal, spec, meta, prompt_bound=prompt_bound, max_output=max_output
+        )
+        meta.served_by = target.label
+        try:
+            if stream:
+                return admission, await self.upstream.stream(target, path, body)
+            return admission, await self.upstream.post(target, path, body)
+        except BaseException:
+            await self.withdraw(admission)
+            raise
+
+    async def withdraw(self, admission: Admission) -> None:
+        """End an admission that did no work (a failed route hop): no usage row."""
+        if admission.finished:
+            return
+        admission.finished = True
+        try:
+            await self.limiter.release(
+                admission.principal.account_id, admission.spec.name, admission.slot
+            )
+        finally:
+            if admission.reservation is not None:
+                await self.budget.settle(admission.reservation, 0.0)
+
     async def unary(self, admission: Admission, request: InferenceRequest, expect: type[E]) -> E:
         """One request, one result event of type `expect`; an error event is raised."""
         call = await self.submit(admission, request)
@@ -378,7 +484,7 @@ def usage_record(
         account_id=principal.account_id,
         key_name=principal.key_name,
         jwt_id=principal.jwt.jwt_id if principal.jwt else None,
-        model=admission.spec.name,
+        model=admission.meta.routed_as or admission.spec.name,
         route=admission.meta.route,
         status=status,
         prompt_tokens=prompt_tokens,
@@ -386,6 +492,7 @@ def usage_record(
         cost=cost,
         started_at=admission.started_at,
         duration_ms=admission.runtime_ms,
+        served_by=admission.meta.served_by,
     )
 
 

@@ -19,6 +19,8 @@ class RequestError(Exception):
         self.message = message
         self.code = code
         self.param = param
+        # Response headers the error carries (a provider's Retry-After).
+        self.headers: dict[str, str] | None = None
 
 
 def from_failed(event: Failed) -> RequestError:

@@ -52,6 +52,8 @@ class Account(Base):
     gpu_quota: Mapped[int | None] = mapped_column(Integer, nullable=True)
     # Where the operator's notices go (a model's deprecation); None: none are sent.
     email: Mapped[str | None] = mapped_column(String(254), nullable=True)
+    # Its requests never go to an external provider not marked zero-retention (routes).
+    zero_retention: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
@@ -97,6 +99,8 @@ class Usage(Base):
     cost: Mapped[float] = mapped_column(Float, default=0.0)
     started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
     duration_ms: Mapped[int] = mapped_column(Integer, default=0)
+    # A routed request: the target that served it (`model` is the route's name).
+    served_by: Mapped[str | None] = mapped_column(String(400), nullable=True)
 
 
 class Deployment(Base):

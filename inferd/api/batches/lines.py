@@ -65,7 +65,8 @@ class BatchLines:
     async def check_model(self, principal: dict[str, Any], endpoint: str, model: str) -> str | None:
         task = ENDPOINTS[endpoint][1]
         try:
-            self.gateway.serving.resolve(principal_from(principal), model, task)
+            # A route is fine: lines replay the OpenAI endpoints, which serve routes.
+            self.gateway.serving.lookup(principal_from(principal), model, task)
         except RequestError as exc:
             return exc.message
         return None

@@ -7,7 +7,7 @@ from starlette.responses import Response
 
 from inferd.api.endpoint import FORM, INFERENCE_ERRORS, JSON, SSE, TEXT, Endpoint, Events, Reply
 from inferd.api.errors import APIError
-from inferd.api.model_cards import openai_model
+from inferd.api.model_cards import openai_model, openai_route
 from inferd.api.openai.protocol import (
     ChatCompletion,
     ChatCompletionChunk,
@@ -80,8 +80,11 @@ async def list_models(request: Request) -> Response:
     """List the served models"""
     gateway = request.app.state.gateway
     principal = await gateway.principal(request)
-    specs = gateway.catalog.visible(principal.account_id)
-    return JSONResponse({"object": "list", "data": [openai_model(gateway, spec) for spec in specs]})
+    catalog = gateway.catalog
+    models = [openai_model(gateway, spec) for spec in catalog.visible(principal.account_id)]
+    routes = catalog.visible_routes(principal.account_id)
+    models += [openai_route(gateway, r) for r in routes if principal.allows(r.name)]
+    return JSONResponse({"object": "list", "data": models})
 
 
 async def get_model(request: Request) -> Response:
@@ -93,6 +96,9 @@ async def get_model(request: Request) -> Response:
         spec = gateway.catalog.resolve(model, principal.account_id)
         return JSONResponse(openai_model(gateway, spec))
     except ModelNotFound as exc:
+        route = gateway.catalog.route(model, principal.account_id)
+        if route is not None:
+            return JSONResponse(openai_route(gateway, route))
         raise APIError(404, str(exc), code="model_not_found", param="model") from None
 
 

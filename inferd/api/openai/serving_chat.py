@@ -14,11 +14,15 @@ from inferd.api import sse
 from inferd.api.disconnect import unless_disconnected
 from inferd.api.errors import error_body
 from inferd.api.gateway import Gateway
+from inferd.api.openai import serving_routed as routed
 from inferd.api.openai.protocol import ChatCompletionRequest, ChatMessage
 from inferd.api.openai.tools import ToolPlan, new_call_id, plan_tools
 from inferd.api.response_format import constraint_for
 from inferd.api.responses import JSONResponse
+from inferd.auth import Principal
+from inferd.catalog import ModelSpec, Route
 from inferd.requests import ChatTurn, ContentPart, Generate, ImagePart, TextPart, Token
+from inferd.serving import RequestMeta
 from inferd.serving.generation import Generation, GenerationFailed, Run, merged
 
 # Engine finish reasons → OpenAI's.
@@ -101,17 +105,57 @@ def generate_requests(
 async def create_chat_completion(gateway: Gateway, request: Request) -> Response:
     meta = gateway.meta(request, "chat")
     principal = await gateway.principal(request)
-    body = await gateway.read_json(request, ChatCompletionRequest)
+    data = await gateway.read_object(request)
+    body = gateway.validate(ChatCompletionRequest, data)
     body.refuse_unsupported()
+    found = gateway.serving.lookup(principal, body.model, "text-generation")
+    if isinstance(found, Route):
+        tokens = body.max_completion_tokens or body.max_tokens
+
+        async def start_local(spec: ModelSpec) -> tuple[Run, ToolPlan]:
+            return await start_chat(gateway, principal, spec, body, meta)
+
+        async def render_local(started: tuple[Run, ToolPlan]) -> Response:
+            return await render_chat(request, started[0], body, started[1])
+
+        return await routed.serve_route(
+            gateway,
+            principal,
+            found,
+            meta,
+            routed.CHAT,
+            data,
+            stream=body.stream,
+            include_usage=body.include_usage,
+            max_output=tokens * body.n if tokens else None,
+            start_local=start_local,
+            render_local=render_local,
+        )
+    run, plan = await start_chat(gateway, principal, found, body, meta)
+    return await render_chat(request, run, body, plan)
+
+
+async def start_chat(
+    gateway: Gateway,
+    principal: Principal,
+    spec: ModelSpec,
+    body: ChatCompletionRequest,
+    meta: RequestMeta,
+) -> tuple[Run, ToolPlan]:
+    """The request admitted and every choice started on `spec`."""
     serving = gateway.serving
-    spec = serving.resolve(principal, body.model, "text-generation")
     serving.require_features(spec, body.features())
     plan = plan_tools(body.tools, body.tool_choice)
     images: list[bytes] = []
     if urls := body.image_urls():
         images = await gateway.media.images(urls, "messages.content.image_url")
     requests = generate_requests(gateway, body, plan, images)
-    run = await serving.generate(principal, spec, requests, meta)
+    return await serving.generate(principal, spec, requests, meta), plan
+
+
+async def render_chat(
+    request: Request, run: Run, body: ChatCompletionRequest, plan: ToolPlan
+) -> Response:
     completion_id = "chatcmpl-" + run.admission.request_id
     created = int(time.time())
     if body.stream:
@@ -153,7 +197,7 @@ async def create_chat_completion(gateway: Gateway, request: Request) -> Response
             "id": completion_id,
             "object": "chat.completion",
             "created": created,
-            "model": run.admission.spec.name,
+            "model": run.admission.model_name,
             "choices": choices,
             "usage": usage(run),
         }
@@ -237,7 +281,7 @@ class ChoiceStream:
 async def stream_chunks(
     run: Run, body: ChatCompletionRequest, plan: ToolPlan, completion_id: str, created: int
 ) -> AsyncIterator[bytes]:
-    model = run.admission.spec.name
+    model = run.admission.model_name
 
     def chunk(
         index: int,

@@ -14,11 +14,15 @@ from inferd.api import sse
 from inferd.api.disconnect import unless_disconnected
 from inferd.api.errors import error_body
 from inferd.api.gateway import Gateway
+from inferd.api.openai import serving_routed as routed
 from inferd.api.openai.protocol import CompletionRequest
 from inferd.api.openai.serving_chat import openai_finish, usage
 from inferd.api.response_format import constraint_for
 from inferd.api.responses import JSONResponse
+from inferd.auth import Principal
+from inferd.catalog import ModelSpec, Route
 from inferd.requests import Generate, Token
+from inferd.serving import RequestMeta
 from inferd.serving.generation import Generation, GenerationFailed, Run, merged
 
 
@@ -42,8 +46,42 @@ def completion_logprobs(items: list[Token], offset: int) -> dict[str, Any]:
 async def create_completion(gateway: Gateway, request: Request) -> Response:
     meta = gateway.meta(request, "completions")
     principal = await gateway.principal(request)
-    body = await gateway.read_json(request, CompletionRequest)
+    data = await gateway.read_object(request)
+    body = gateway.validate(CompletionRequest, data)
     body.refuse_unsupported()
+    found = gateway.serving.lookup(principal, body.model, "text-generation")
+    if isinstance(found, Route):
+
+        async def start_local(spec: ModelSpec) -> Run:
+            return await start_completion(gateway, principal, spec, body, meta)
+
+        async def render_local(run: Run) -> Response:
+            return await render_completion(request, run, body)
+
+        return await routed.serve_route(
+            gateway,
+            principal,
+            found,
+            meta,
+            routed.COMPLETIONS,
+            data,
+            stream=body.stream,
+            include_usage=body.include_usage,
+            max_output=body.max_tokens * body.n if body.max_tokens else None,
+            start_local=start_local,
+            render_local=render_local,
+        )
+    run = await start_completion(gateway, principal, found, body, meta)
+    return await render_completion(request, run, body)
+
+
+async def start_completion(
+    gateway: Gateway,
+    principal: Principal,
+    spec: ModelSpec,
+    body: CompletionRequest,
+    meta: RequestMeta,
+) -> Run:
     params = body.sampling_params(gateway.settings.max_output_tokens)
     params.constraint = constraint_for(body.response_format)
     if body.logprobs is not None:
@@ -59,7 +97,10 @@ async def create_completion(gateway: Gateway, request: Request) -> Response:
         )
         for i in range(body.n)
     ]
-    run = await gateway.serving.generate(principal, body.model, requests, meta)
+    return await gateway.serving.generate(principal, spec, requests, meta)
+
+
+async def render_completion(request: Request, run: Run, body: CompletionRequest) -> Response:
     completion_id = "cmpl-" + run.admission.request_id
     created = int(time.time())
     if body.stream:
@@ -91,7 +132,7 @@ async def create_completion(gateway: Gateway, request: Request) -> Response:
             "id": completion_id,
             "object": "text_completion",
             "created": created,
-            "model": run.admission.spec.name,
+            "model": run.admission.model_name,
             "choices": choices,
             "usage": usage(run),
         }
@@ -101,7 +142,7 @@ async def create_completion(gateway: Gateway, request: Request) -> Response:
 async def _stream(
     run: Run, body: CompletionRequest, completion_id: str, created: int
 ) -> AsyncIterator[bytes]:
-    model = run.admission.spec.name
+    model = run.admission.model_name
 
     def chunk(
         index: int, text: str, finish: str | None = None, logprobs: Any = None, **extra: Any

@@ -33,6 +33,10 @@ class CreateAccount(_Body):
     email: Email | None = Field(
         default=None, description="Contact email for the operator's notices (deprecations)."
     )
+    zero_retention: bool = Field(
+        default=False,
+        description="Its requests never go to an external provider not marked zero-retention.",
+    )
 
 
 class UpdateMe(_Body):
@@ -47,6 +51,10 @@ class UpdateAccount(_Body):
     concurrency_limit: int | None = Field(default=None, ge=1, le=100_000)
     spending_limit: float | None = Field(default=None, ge=0)
     gpu_quota: int | None = Field(default=None, ge=0, le=10_000)
+    zero_retention: bool | None = Field(
+        default=None,
+        description="Its requests never go to an external provider not marked zero-retention.",
+    )
 
 
 class CreateApiToken(_Body):
@@ -108,6 +116,7 @@ class Account(TypedDict):
     spending_limit: float | None
     gpu_quota: int | None
     email: str | None
+    zero_retention: bool
 
 
 class Me(TypedDict):

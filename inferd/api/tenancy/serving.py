@@ -52,6 +52,7 @@ async def create_account(request: Request) -> Response:
             body.name,
             is_admin=body.is_admin,
             concurrency_limit=body.concurrency_limit,
+            zero_retention=body.zero_retention,
             spending_limit=body.spending_limit,
             email=body.email,
             gpu_quota=body.gpu_quota,
@@ -91,6 +92,7 @@ def _account(a: Any) -> dict[str, Any]:
         "spending_limit": a.spending_limit,
         "gpu_quota": a.gpu_quota,
         "email": a.email,
+        "zero_retention": bool(a.zero_retention),
     }
 
 

@@ -9,6 +9,7 @@ from inferd.store import (  # noqa: F401
     batch_tables,
     container_tables,
     jobs_tables,
+    route_tables,
     team_tables,
     usage_tables,
     webhook_tables,
