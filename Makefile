@@ -13,7 +13,7 @@ LLAMA_WHEEL_GLOB := $(WHEELS)/llama_cpp_python-$(LLAMA_CPP_VERSION)-*.whl
 PIP_RAW := $(BIN)/pip install --disable-pip-version-check -q
 PIP := $(PIP_RAW) -c requirements/lock.txt
 
-.PHONY: setup serve test lint bench llama-wheel clean
+.PHONY: setup serve test lint bench faults llama-wheel clean
 
 setup: $(VENV)/.setup-done
 
@@ -60,6 +60,10 @@ lint: $(VENV)/.test-done
 
 test: $(VENV)/.test-done lint
 	$(BIN)/pytest -q
+
+# The fault harness at full size (make test runs it at ~1,200 requests from 120 clients).
+faults: $(VENV)/.test-done
+	INFERD_FAULTS_REQUESTS=10000 INFERD_FAULTS_CLIENTS=300 $(BIN)/pytest -q tests/reliability/test_load_faults.py
 
 $(VENV)/.bench-done: $(VENV)/.test-done requirements/bench.txt
 	$(PIP) -r requirements/bench.txt

@@ -43,6 +43,9 @@ def serve(args: argparse.Namespace) -> None:
         proxy_headers=settings.forwarded_allow_ips is not None,
         forwarded_allow_ips=settings.forwarded_allow_ips,
         timeout_graceful_shutdown=int(settings.drain_timeout_s),
+        # Longer than clients' pools keep idle connections (uvicorn's 5 s default closes them
+        # under a client that is about to reuse one: a broken request for no reason).
+        timeout_keep_alive=75,
         backlog=4096,
     )
 

@@ -120,6 +120,11 @@ class Settings(BaseModel):
     fetch_allow_hosts: str = Field(
         default="", description="Comma-separated host:port exempt from the private-address check."
     )
+    dns_nameservers: str = Field(
+        default="",
+        description="DNS servers (comma-separated address:port) that resolve user-given URLs "
+        "(inputs, webhooks); empty: the system resolver.",
+    )
     concurrency_limit: int = 200
     drain_timeout_s: float = 30.0
     model_ready_timeout_s: float = 300.0

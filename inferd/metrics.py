@@ -53,6 +53,12 @@ RATE_LIMITED = Counter(
 )
 
 
+def model_label(name: str, deploy_id: str | None) -> str:
+    """The `model` label of a model: an account's deployment by its deploy_id, never its
+    name (`/metrics` is unauthenticated and a private model's name is its owner's business)."""
+    return f"deploy_id:{deploy_id}" if deploy_id else name
+
+
 # `.labels()` costs a lock and a tuple build per call: cache the children on the hot path.
 @lru_cache(maxsize=4096)
 def request_counter(route: str, model: str, status: str):

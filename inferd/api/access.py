@@ -40,6 +40,10 @@ class _Exchange:
         if kind == "http.response.start":
             self.status = message["status"]
             meta = self.scope["state"].get("meta")
+            if meta is not None and meta.request_id is not None:
+                # An admitted request's id, as OpenAI sends it: the usage row and logs name it.
+                request_id = (b"x-request-id", meta.request_id.encode())
+                message = {**message, "headers": [*message.get("headers", ()), request_id]}
             if meta is not None and meta.deprecation is not None:
                 extra = deprecation_headers(*meta.deprecation, meta.served_by)
                 message = {**message, "headers": [*message.get("headers", ()), *extra]}
@@ -59,8 +63,7 @@ class _Exchange:
         scope = self.scope
         meta: RequestMeta = scope["state"].get("meta") or _NO_META
         route = meta.route
-        model = meta.model or ""
-        metrics.request_counter(route, model, str(self.status)).inc()
+        metrics.request_counter(route, meta.label or "", str(self.status)).inc()
         metrics.latency_histogram(route).observe(duration)
         if scope["path"] in SKIP_LOG or not log.isEnabledFor(logging.INFO):
             return

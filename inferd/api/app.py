@@ -9,6 +9,10 @@ from contextlib import asynccontextmanager
 
 import redis.asyncio as aioredis
 from pydantic import SecretStr
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -51,7 +55,7 @@ from inferd.jobs.webhooks.outbox import Webhooks
 from inferd.jobs.webhooks.secrets import WebhookSecrets
 from inferd.limits import ConcurrencyLimiter, InProcessLimiter
 from inferd.limits.redis_concurrency import RedisLimiter
-from inferd.netguard import parse_allow_hosts
+from inferd.netguard import Resolver, parse_allow_hosts
 from inferd.runtime import Runtime
 from inferd.runtime.backend import ReplicaBackend
 from inferd.runtime.local import WORKER_ENV, LocalBackend
@@ -101,9 +105,15 @@ def create_app(
         ledger = UsageLedger(db, settings.ledger_flush_interval_s)
         redis = None
         if settings.redis_url:
-            # Blocking pool: a burst waits for a connection instead of failing.
+            # Blocking pool: a burst waits for a connection instead of failing. A pooled
+            # connection Redis closed (a restart) is retried on a fresh one, so requests after
+            # Redis is back never fail on a stale socket.
             pool = aioredis.BlockingConnectionPool.from_url(
-                settings.redis_url, max_connections=512, timeout=10
+                settings.redis_url,
+                max_connections=512,
+                timeout=10,
+                retry=Retry(ExponentialBackoff(cap=0.05, base=0.005), 2),
+                retry_on_error=[RedisConnectionError, RedisTimeoutError],
             )
             redis = aioredis.Redis(connection_pool=pool)
         if redis is not None:
@@ -142,7 +152,9 @@ def create_app(
             queue,
             jobs,
             policy=DeliveryPolicy(
-                parse_allow_hosts(settings.webhooks_allow_hosts), settings.webhooks_timeout_s
+                parse_allow_hosts(settings.webhooks_allow_hosts),
+                settings.webhooks_timeout_s,
+                resolver=Resolver.from_setting(settings.dns_nameservers),
             ),
             retry=RetryPolicy.parse(settings.webhooks_retry_schedule),
             secrets_=WebhookSecrets(db, vault, settings.webhooks_rotation_window_s),

@@ -10,6 +10,7 @@ Whisper model's `max_audio_seconds`) are still the engine's to enforce.
 from __future__ import annotations
 
 import io
+import math
 from collections.abc import Mapping
 
 from inferd.api.errors import APIError
@@ -55,9 +56,10 @@ def check_caps(
 
 def check_audio_seconds(settings: Settings, audio: bytes, param: str = "audio") -> None:
     """Raise a 400 when the audio is longer than `max_audio_seconds`, judged by its container's
-    header (cheap; no decoding). Audio whose length the header does not tell passes: the
-    model's own limit (413) still applies after decoding. Blocking: call it in a thread."""
-    seconds = audio_seconds(audio)
+    header, or by its packets where the header does not tell (cheap; no decoding). Audio whose
+    length neither tells passes: the model's own limit (413) still applies after decoding.
+    Blocking: call it in a thread."""
+    seconds = audio_seconds(audio, settings.max_audio_seconds)
     if seconds is not None and seconds > settings.max_audio_seconds:
         raise _over(
             param,
@@ -66,8 +68,13 @@ def check_audio_seconds(settings: Settings, audio: bytes, param: str = "audio") 
         )
 
 
-def audio_seconds(audio: bytes) -> float | None:
-    """The duration a container declares (WAV, FLAC, MP3, OGG, ...), or None."""
+def audio_seconds(audio: bytes, limit: float | None = None) -> float | None:
+    """The duration a container declares (WAV, FLAC, MP3, OGG, ...), or None.
+
+    A container written as a stream may declare none (a WebM from a recorder): then its audio
+    packets are read (demuxed, not decoded) and their durations summed, stopping once past
+    `limit`: a few MB of low-bitrate Opus hold hours of audio, which the model would decode
+    whole (gigabytes of samples) before its own limit applies."""
     import av  # PyAV (a faster-whisper dependency); imported on first use only
 
     try:
@@ -75,11 +82,25 @@ def audio_seconds(audio: bytes) -> float | None:
             if container.duration is not None:
                 return container.duration / av.time_base
             stream = container.streams.audio[0] if container.streams.audio else None
-            if stream is not None and stream.duration is not None and stream.time_base:
+            if stream is None or not stream.time_base:
+                return None
+            if stream.duration is not None:
                 return float(stream.duration * stream.time_base)
+            tick = float(stream.time_base)
+            most = math.inf if limit is None else limit / tick  # in ticks: no Fraction per packet
+            start = end = None
+            for packet in container.demux(stream):
+                pts = packet.pts
+                if pts is None:
+                    continue
+                if start is None:
+                    start = end = pts
+                start, end = min(start, pts), max(end, pts + (packet.duration or 0))
+                if end - start > most:
+                    break
+            return None if start is None else (end - start) * tick
     except Exception:  # PyAV raises many types for data it cannot read
         return None
-    return None
 
 
 def _over(param: str, message: str) -> APIError:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -36,12 +37,23 @@ def render_exception(exc: Exception, path: str) -> Response:
         return error_response(exc)
     if isinstance(exc, AuthError):
         status = getattr(exc, "status", 401)
-        return error_response(RequestError(status, str(exc), code="invalid_api_key"))
+        code = "store_unavailable" if status == 503 else "invalid_api_key"
+        return error_response(RequestError(status, str(exc), code=code))
+    if isinstance(exc, DBAPIError) and (exc.connection_invalidated or _unreachable(exc)):
+        # The database is away (a restart, a failover): retry, not a server bug.
+        log.warning("database unavailable", extra={"path": path, "error": type(exc).__name__})
+        return error_response(
+            RequestError(503, "The database is unavailable; retry.", code="store_unavailable")
+        )
     if isinstance(exc, HTTPException):
         message = HTTP_MESSAGES.get(exc.status_code, str(exc.detail))
         return error_response(RequestError(exc.status_code, message))
     log.error("unhandled error", extra={"path": path, "error": type(exc).__name__})
     return error_response(RequestError(500, "Internal error.", code="internal_error"))
+
+
+def _unreachable(exc: DBAPIError) -> bool:
+    return isinstance(exc, OperationalError | InterfaceError)
 
 
 class Dispatcher:

@@ -75,7 +75,8 @@ class Gateway:
         try:
             return await self.auth.authenticate(_header(request, b"authorization"))
         except AuthError as exc:
-            raise APIError(exc.status, str(exc), code="invalid_api_key") from None
+            code = "store_unavailable" if exc.status == 503 else "invalid_api_key"
+            raise APIError(exc.status, str(exc), code=code) from None
 
     async def key_holder(self, request: Request, refusal: str) -> Principal:
         """The caller of a management route: an API key's business, never a scoped JWT's

@@ -10,16 +10,17 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import binascii
 import dataclasses
 import hashlib
 import hmac
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import jwt
 from sqlalchemy import select
+from sqlalchemy.exc import DBAPIError
 
 from inferd.auth.accounts import AccountService
 from inferd.auth.keys import KeyVault
@@ -32,6 +33,9 @@ JWT_PREFIX = "jwt:"
 SELF_MINTED_MAX_S = 7 * 24 * 3600  # the seed page: at most a week ahead
 SERVER_ISSUED_MAX_S = 366 * 24 * 3600
 CLOCK_SKEW_S = 60
+
+
+STORE_AWAY = "The account store is unavailable; retry."
 
 
 class AuthError(Exception):
@@ -95,7 +99,14 @@ class Authenticator:
             lookup = asyncio.ensure_future(asyncio.to_thread(check, token))
             self._inflight[token] = lookup
             lookup.add_done_callback(lambda _: self._inflight.pop(token, None))
-        principal = await asyncio.shield(lookup)  # raises AuthError for bad credentials
+        try:
+            principal = await asyncio.shield(lookup)  # raises AuthError for bad credentials
+        except DBAPIError:
+            # The database is away (a restart, a failover): a credential verified before keeps
+            # working from the cache; an unknown one gets a clear 503, never a 500.
+            if hit is not None and (hit[1].jwt is None or hit[1].jwt.expires_at > time.time()):
+                return hit[1]
+            raise AuthError(STORE_AWAY, status=503) from None
         if len(self._cache) > 10_000:
             self._cache.clear()
         self._cache[token] = (now + self.cache_ttl_s, principal)
@@ -109,7 +120,12 @@ class Authenticator:
         now = time.monotonic()
         hit = self._cache.get(key)
         if hit is None or hit[0] <= now:
-            with_account = await asyncio.to_thread(self._account, principal.account_id)
+            try:
+                with_account = await asyncio.to_thread(self._account, principal.account_id)
+            except DBAPIError:
+                if hit is None:
+                    raise AuthError(STORE_AWAY, status=503) from None
+                with_account = hit[1]  # the database is away: the limits last read stand
             hit = (now + self.cache_ttl_s, with_account)
             self._cache[key] = hit
         fresh = hit[1]
@@ -201,11 +217,14 @@ class Authenticator:
         models = claims.get("models", claims.get("model"))
         if isinstance(models, str):
             models = [models]
-        limit = claims.get("spending_limit")
+        if models is not None and not (
+            isinstance(models, list) and all(isinstance(m, str) for m in models)
+        ):
+            raise AuthError("Invalid scoped JWT: `models` must be a list of model names.")
         scope = JwtScope(
             jwt_id=hashlib.sha256(token.encode()).hexdigest()[:32],
             models=tuple(models) if models else None,
-            spending_limit=float(limit) if limit is not None else None,
+            spending_limit=_spending_limit(claims.get("spending_limit")),
             expires_at=exp,
         )
         return _principal(account, key_name, scope)
@@ -231,15 +250,31 @@ def _principal(account: Account, key_name: str, scope: JwtScope | None = None) -
     )
 
 
+def _spending_limit(value: object) -> float | None:
+    """A scoped JWT's `spending_limit` claim: a number (or numeric string), finite, >= 0."""
+    if value is None:
+        return None
+    try:
+        limit = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError, OverflowError):  # OverflowError: an int beyond a float's range
+        limit = math.nan
+    if isinstance(value, bool) or not math.isfinite(limit) or limit < 0:
+        raise AuthError("Invalid scoped JWT: `spending_limit` must be a number, at least 0.")
+    return limit
+
+
 def parse_kid(kid: object) -> tuple[str, str]:
     """`<account id>:<base64(key name)>`; account ids may themselves contain colons."""
     if not isinstance(kid, str) or ":" not in kid:
         raise AuthError("Invalid scoped JWT: missing or malformed `kid`.")
     account_id, _, encoded = kid.rpartition(":")
     try:
+        # ValueError: not ASCII (binascii.Error and UnicodeDecodeError are ValueErrors too).
         key_name = base64.b64decode(encoded, validate=True).decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError):
+    except ValueError:
         raise AuthError("Invalid scoped JWT: malformed `kid`.") from None
+    if "\x00" in account_id or "\x00" in key_name:  # no such names; PostgreSQL refuses NUL
+        raise AuthError("Invalid scoped JWT: malformed `kid`.")
     return account_id, key_name
 
 

@@ -346,6 +346,8 @@ class Upload:
         name = filename or "file"
         if len(name) > MAX_FILENAME:
             raise FileInvalid(f"The filename exceeds {MAX_FILENAME} characters.", "file")
+        if "\x00" in name:  # stored as text: PostgreSQL's cannot hold NUL
+            raise FileInvalid("The filename must not contain NUL characters.", "file")
         self.filename = name
         self._writer = self.store.blobs.writer(self.file_id)
         return self

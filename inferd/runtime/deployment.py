@@ -35,7 +35,9 @@ class Deployment(ModelDeployment):
         self.scale_from_zero = False  # a request finding no replica starts one (autoscaled)
         self.adapters: dict[str, str] = {}  # name → GGUF LoRA path, for replicas started later
         # Read when metrics are scraped: nothing to count per request.
-        metrics.IN_FLIGHT.labels(spec.name).set_function(self.in_flight)
+        metrics.IN_FLIGHT.labels(metrics.model_label(spec.name, spec.deploy_id)).set_function(
+            self.in_flight
+        )
 
     @property
     def replicas(self) -> list[Replica]:

@@ -215,12 +215,16 @@ class LocalReplica(Replica):
             if self._ready.is_set():
                 self._ready.clear()
                 self.ready_since = None
-                metrics.REPLICAS.labels(self.spec.name).dec()
+                metrics.REPLICAS.labels(
+                    metrics.model_label(self.spec.name, self.spec.deploy_id)
+                ).dec()
             self._fail_pending()
             if self._stopping:
                 return
             self.restarts += 1
-            metrics.WORKER_RESTARTS.labels(self.spec.name).inc()
+            metrics.WORKER_RESTARTS.labels(
+                metrics.model_label(self.spec.name, self.spec.deploy_id)
+            ).inc()
             log.warning("restarting worker", extra={"model": self.spec.name, "replica": self.index})
             await asyncio.sleep(self.restart_backoff_s)
 
@@ -275,7 +279,7 @@ class LocalReplica(Replica):
             self._reload_adapters()
             self._ready.set()
             self.ready_since = time.monotonic()
-            metrics.REPLICAS.labels(self.spec.name).inc()
+            metrics.REPLICAS.labels(metrics.model_label(self.spec.name, self.spec.deploy_id)).inc()
             log.info("worker ready", extra={"model": self.spec.name, "pid": event.pid})
         else:
             log.error(

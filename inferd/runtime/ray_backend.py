@@ -224,7 +224,9 @@ class RayDeployment(ModelDeployment):
         self._seen = False  # the controller has reported the application at least once
         self._missing_since: float | None = None
         # Read when metrics are scraped: nothing to count per request.
-        metrics.IN_FLIGHT.labels(spec.name).set_function(self.in_flight)
+        metrics.IN_FLIGHT.labels(metrics.model_label(spec.name, spec.deploy_id)).set_function(
+            self.in_flight
+        )
 
     # What the controller says.
 

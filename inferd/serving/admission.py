@@ -36,6 +36,7 @@ class RequestMeta:
 
     route: str = "other"
     model: str | None = None
+    label: str | None = None  # the model's label in /metrics (metrics.model_label)
     account: str | None = None
     request_id: str | None = None
     # The request id was given (a webhook or batch job's): it is billed at most once, since

@@ -5,6 +5,8 @@ playground, all run requests through `Serving`.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import time
 from typing import TypeVar
 
@@ -38,6 +40,8 @@ from inferd.serving.route_health import RouteHealth
 from inferd.serving.routing import Router
 from inferd.serving.tasks import TaskOutcome, run_task
 from inferd.serving.upstream import ProviderStream, Upstream
+
+log = logging.getLogger("inferd.serving")
 
 # Budget reservations only: images are billed at the tokens the model actually gave them.
 TOKENS_PER_IMAGE_BOUND = 2048
@@ -261,6 +265,7 @@ class Serving:
         if self.draining:
             raise RequestError(503, "The server is shutting down.", code="draining")
         meta.model = spec.name
+        meta.label = metrics.model_label(spec.name, spec.deploy_id)
         meta.account = principal.account_id
         reservation = None
         scopes = budget_scopes(principal)
@@ -279,10 +284,11 @@ class Serving:
             )
         except (RedisError, RateLimited) as exc:
             if reservation is not None:
-                await self.budget.settle(reservation, 0.0)
+                with contextlib.suppress(RedisError):
+                    await self.budget.settle(reservation, 0.0)
             if isinstance(exc, RedisError):
                 raise _store_down("limits") from None
-            metrics.RATE_LIMITED.labels(spec.name).inc()
+            metrics.RATE_LIMITED.labels(meta.label).inc()
             raise RequestError(429, "Rate limited", code="rate_limited") from None
         # A webhook request keeps the id its client was given at submit.
         request_id = meta.request_id or new_request_id()
@@ -355,9 +361,12 @@ class Serving:
             await self.limiter.release(
                 admission.principal.account_id, admission.spec.name, admission.slot
             )
-        finally:
             if admission.reservation is not None:
                 await self.budget.settle(admission.reservation, 0.0)
+        except RedisError as exc:
+            log.warning(
+                "withdrawn while the limits store was away", extra={"error": type(exc).__name__}
+            )
 
     async def unary(self, admission: Admission, request: InferenceRequest, expect: type[E]) -> E:
         """One request, one result event of type `expect`; an error event is raised."""
@@ -402,14 +411,21 @@ class Serving:
     ) -> None:
         principal = admission.principal
         cost *= admission.meta.price_factor
+        # The work is done and is billed whatever the stores say: the ledger row is written
+        # first. With Redis away, a slot expires with its lease and the next reservation of
+        # the scope is refused (fail closed) until Redis answers again.
+        self.ledger.record(
+            usage_record(admission, status, prompt_tokens, completion_tokens, cost),
+            once=admission.meta.once,
+        )
         try:
             await self.limiter.release(principal.account_id, admission.spec.name, admission.slot)
-        finally:
             if admission.reservation is not None:
                 await self.budget.settle(admission.reservation, cost)
-            self.ledger.record(
-                usage_record(admission, status, prompt_tokens, completion_tokens, cost),
-                once=admission.meta.once,
+        except RedisError as exc:
+            log.warning(
+                "settled while the limits store was away",
+                extra={"request_id": admission.request_id, "error": type(exc).__name__},
             )
 
     def _target(self, principal: Principal, target: Target, request: InferenceRequest) -> ModelSpec:

@@ -42,6 +42,6 @@ async def run_embeddings(
         raise
     finally:
         await admission.finish(status, tokens, 0, cost)
-    metrics.token_counter(admission.spec.name, "input").inc(tokens)
+    metrics.token_counter(admission.meta.label or "", "input").inc(tokens)
     vectors = np.frombuffer(event.vectors, dtype=np.float32).reshape(-1, event.dims)
     return EmbeddingsResult(admission, vectors, tokens, cost)

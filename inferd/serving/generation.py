@@ -140,7 +140,7 @@ class Run:
             generation.call.close()
         if status is None:
             status = 200 if all(g.finish_reason for g in self.generations) else 499
-        model = self.admission.spec.name
+        model = self.admission.meta.label or ""
         prompt, completion = self.prompt_tokens, self.completion_tokens
         metrics.token_counter(model, "input").inc(prompt)
         metrics.token_counter(model, "output").inc(completion)

@@ -22,17 +22,27 @@ MAX_REDIRECTS = 5
 
 class FetchPolicy:
     def __init__(
-        self, *, allow_private: bool, allow_hosts: frozenset[str], timeout_s: float
+        self,
+        *,
+        allow_private: bool,
+        allow_hosts: frozenset[str],
+        timeout_s: float,
+        resolver: netguard.Resolver | None = None,
     ) -> None:
         self.allow_private = allow_private
         self.allow_hosts = allow_hosts  # "host:port" entries exempt from the address check
         self.timeout_s = timeout_s
+        self.resolver = resolver  # None: netguard's process default
 
 
 async def _checked_address(host: str, port: int, policy: FetchPolicy, field: str) -> str:
     try:
         return await netguard.checked_address(
-            host, port, allow_hosts=policy.allow_hosts, allow_private=policy.allow_private
+            host,
+            port,
+            allow_hosts=policy.allow_hosts,
+            allow_private=policy.allow_private,
+            resolver=policy.resolver,
         )
     except netguard.HostUnresolvable:
         raise APIError(400, f"`{field}`: the URL's host does not resolve.", param=field) from None
@@ -74,9 +84,12 @@ async def _fetch(
             raise APIError(400, f"`{field}`: URLs with credentials are not allowed.", param=field)
         host = parts.hostname
         try:
-            port = parts.port or (443 if parts.scheme == "https" else 80)
+            explicit_port = parts.port
         except ValueError:
-            raise APIError(400, f"`{field}`: the URL's port is invalid.", param=field) from None
+            explicit_port = 0
+        if explicit_port == 0:  # out of range, not a number, or 0 (which is no port at all)
+            raise APIError(400, f"`{field}`: the URL's port is invalid.", param=field)
+        port = explicit_port or (443 if parts.scheme == "https" else 80)
         address = await _checked_address(host, port, policy, field)
         netloc = f"[{address}]" if ":" in address else address
         pinned = parts._replace(netloc=f"{netloc}:{port}").geturl()

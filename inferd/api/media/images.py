@@ -53,5 +53,9 @@ def check_decodes(data: bytes, field: str) -> tuple[int, int]:
             return width, height
     except APIError:
         raise
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+    except Image.DecompressionBombError:  # PIL's own limit (2 x 89M pixels), met in open()
+        raise APIError(
+            413, f"`{field}`: the image has too many pixels.", param=field, code="too_large"
+        ) from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
         raise APIError(400, f"`{field}`: the image could not be decoded.", param=field) from None

@@ -10,6 +10,7 @@ import asyncio
 
 import httpx
 
+from inferd import netguard
 from inferd.api.errors import APIError
 from inferd.api.media.audio import sniff_audio
 from inferd.api.media.fetch import FetchPolicy, fetch_url, too_large
@@ -20,10 +21,14 @@ from inferd.config import Settings
 class MediaInputs:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        # The server's resolver (`dns_nameservers`, else the system's); webhook delivery gets
+        # one of the same setting (api/app.py).
+        resolver = netguard.Resolver.from_setting(settings.dns_nameservers)
         self.policy = FetchPolicy(
             allow_private=settings.fetch_allow_private,
-            allow_hosts=frozenset(h.strip() for h in settings.fetch_allow_hosts.split(",") if h),
+            allow_hosts=netguard.parse_allow_hosts(settings.fetch_allow_hosts),
             timeout_s=settings.fetch_timeout_s,
+            resolver=resolver,
         )
         # Redirects are followed by fetch_url itself (each hop re-checked); no proxies from env.
         self.client = httpx.AsyncClient(

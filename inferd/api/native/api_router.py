@@ -9,7 +9,7 @@ from starlette.responses import Response
 
 from inferd.api.endpoint import FORM, INFERENCE_ERRORS, JSON, SSE, Endpoint, Events, Reply
 from inferd.api.errors import APIError
-from inferd.api.model_cards import model_card
+from inferd.api.model_cards import model_card, route_card
 from inferd.api.native.protocol import (
     EmbeddingsRequest,
     EmbeddingsResponse,
@@ -48,8 +48,11 @@ async def list_models(request: Request) -> Response:
     """List the served models"""
     gateway = request.app.state.gateway
     principal = await gateway.principal(request)
-    specs = gateway.catalog.visible(principal.account_id)
-    return JSONResponse([model_card(gateway, spec) for spec in specs])
+    catalog = gateway.catalog
+    cards = [model_card(gateway, spec) for spec in catalog.visible(principal.account_id)]
+    routes = catalog.visible_routes(principal.account_id)
+    cards += [route_card(gateway, r) for r in routes if principal.allows(r.name)]
+    return JSONResponse(cards)
 
 
 async def get_model(request: Request) -> Response:
@@ -62,6 +65,9 @@ async def get_model(request: Request) -> Response:
             model_card(gateway, gateway.catalog.resolve(model, principal.account_id))
         )
     except ModelNotFound as exc:
+        route = gateway.catalog.route(model, principal.account_id)
+        if route is not None:
+            return JSONResponse(route_card(gateway, route))
         raise APIError(404, str(exc), code="model_not_found", param="model") from None
 
 

@@ -7,15 +7,17 @@ The first problems found (with their line numbers) fail the batch in `validating
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+
+import orjson
 
 ENDPOINTS = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings")
 MAX_LINES = 50_000
 MAX_ERRORS = 20  # reported per batch; the rest are counted
 MAX_CUSTOM_ID = 64 * 4  # characters
+_BOM = b"\xef\xbb\xbf"
 
 # (endpoint, body) -> None when the body is valid for the endpoint, else the reason.
 CheckBody = Callable[[str, dict[str, Any]], str | None]
@@ -64,19 +66,30 @@ class Checker:
         if self.count >= MAX_LINES:
             self._fail("too_many_requests", f"A batch holds at most {MAX_LINES} requests.", number)
             return None
+        if raw.startswith(_BOM):
+            raw = raw[len(_BOM) :]  # an editor's UTF-8 byte order mark
         try:
-            item = json.loads(raw)
-        except (ValueError, UnicodeDecodeError):
+            # Parsed as the HTTP API parses the body the line replays: strict UTF-8 (no lone
+            # surrogates, which neither the database nor the replay could encode), no NaN,
+            # nesting at most 1024 deep (the standard library's parser recurses: RecursionError).
+            item = orjson.loads(raw)
+        except orjson.JSONDecodeError:
             self._fail("invalid_json_line", "This line is not valid JSON.", number)
             return None
         if not isinstance(item, dict):
             self._fail("invalid_json_line", "This line is not a JSON object.", number)
             return None
         custom_id = item.get("custom_id")
-        if not isinstance(custom_id, str) or not custom_id or len(custom_id) > MAX_CUSTOM_ID:
+        if (
+            not isinstance(custom_id, str)
+            or not custom_id
+            or len(custom_id) > MAX_CUSTOM_ID
+            or "\x00" in custom_id  # stored as text: PostgreSQL's cannot hold NUL
+        ):
             self._fail(
                 "missing_required_parameter",
-                "`custom_id` must be a non-empty string.",
+                f"`custom_id` must be a non-empty string of at most {MAX_CUSTOM_ID} characters "
+                "(no NUL).",
                 number,
                 "custom_id",
             )

@@ -72,6 +72,8 @@ class DeliveryPolicy:
     # parsed with netguard.parse_allow_hosts).
     allow_hosts: frozenset[str] = frozenset()
     timeout_s: float = 10.0  # the whole attempt: DNS, connect, TLS, request, response head
+    # Resolves receivers' names (the server's `dns_nameservers`); None: the system's.
+    resolver: netguard.Resolver | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -265,7 +267,9 @@ async def _target(url: str, policy: DeliveryPolicy) -> tuple[str, str, str]:
     except UnicodeError:
         raise URLRejected(INVALID_URL, "the URL's host is not a valid name") from None
     try:
-        address = await netguard.checked_address(host, port, allow_hosts=policy.allow_hosts)
+        address = await netguard.checked_address(
+            host, port, allow_hosts=policy.allow_hosts, resolver=policy.resolver
+        )
     except netguard.HostUnresolvable:
         raise URLRejected(UNRESOLVABLE, "the URL's host does not resolve") from None
     except netguard.AddressNotAllowed as exc:

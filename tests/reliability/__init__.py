@@ -1,0 +1,1 @@
+"""Reliability and privacy under fault (issue 17): load with faults, bad input, SSRF, tenancy."""
