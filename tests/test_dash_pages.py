@@ -24,6 +24,7 @@ from inferd.api.dash.render import TEMPLATES
 from inferd.control.containers import check_user_data
 from tests.conftest import ADMIN_KEY, NULL_CATALOG, NULL_MODEL, Server, sse_events
 from tests.hub_double import HubDouble
+from tests.test_privacy import CANARY, files_under
 from tests.test_webhooks import Receiver
 
 NO_WEIGHTS_REPO = "dash-models/readme-only"
@@ -490,6 +491,26 @@ def test_playground_streams_a_reply(b: httpx.Client, api: httpx.Client) -> None:
     while api.get("/v1/usage").json()["total_requests"] == before:
         assert time.monotonic() < deadline
         time.sleep(0.2)
+
+
+def test_playground_prompts_reach_no_disk_or_log(
+    dash_server: Server, b: httpx.Client, api: httpx.Client
+) -> None:
+    token = csrf(b.get("/dash/playground"))
+    for model in (NULL_MODEL, "no/such-model"):  # an answer, and an error chunk
+        r = b.post(
+            "/dash/playground/chat",
+            data={"csrf": token, "model": model, "prompt": f"remember {CANARY}", "max_tokens": "8"},
+        )
+        assert r.status_code == 200 and chunks(r)
+    time.sleep(0.5)  # the ledger's flush
+    hits = [
+        str(path)
+        for root in (dash_server.home, dash_server.tmp, dash_server.log_path.parent)
+        for path in files_under(root)
+        if CANARY.encode() in path.read_bytes()
+    ]
+    assert not hits, hits
 
 
 @pytest.mark.parametrize(
