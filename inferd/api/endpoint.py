@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import inspect
 import re
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,6 +46,34 @@ class Reply:
     content: Mapping[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class Link:
+    """An OpenAPI link: what a client (or schemathesis' stateful phase) may call next with
+    values of this endpoint's success response. The target is the operation of `method` on the
+    documented path template (`/v1/routes/{name}`); `parameters` maps the target's parameter
+    names (`path.`/`query.` prefixes allowed) and `body` the fields of its JSON body to runtime
+    expressions such as `$response.body#/id`. `status` is the response it follows (default: the
+    endpoint's lowest 2xx); `name` defaults to the target's operation id."""
+
+    method: str
+    path: str
+    parameters: Mapping[str, str] = field(default_factory=dict)
+    body: Mapping[str, Any] | None = None
+    status: int | None = None
+    name: str | None = None
+    description: str | None = None
+
+
+def links(parameters: Mapping[str, str], *targets: str) -> tuple[Link, ...]:
+    """One `Link` per `"METHOD /path"` in `targets`, each filling `parameters`: the usual
+    create → get → update → delete walk of one resource."""
+    made = []
+    for target in targets:
+        method, _, path = target.partition(" ")
+        made.append(Link(method, path, parameters))
+    return tuple(made)
+
+
 # Every error body is `inferd.api.protocol.ErrorResponse`; these say when each status happens.
 ERRORS: dict[int, str] = {
     400: "Invalid request: a body field or parameter (named in `error.param`) is wrong, or "
@@ -73,7 +101,8 @@ class Endpoint(Route):
     models) that parses it; `query` is a model of the query parameters; `responses` maps a
     status to its `Reply`; `errors` lists further statuses answered with the error body. A
     401 is implied by `auth`, a 400 by a body or query, a 413 by a body. `params` describes
-    path parameters. Summary and description default to the handler's docstring.
+    path parameters. `links` (`Link`) say which operations can follow a success with values of
+    its body. Summary and description default to the handler's docstring.
     """
 
     def __init__(
@@ -88,6 +117,7 @@ class Endpoint(Route):
         errors: Iterable[int] = (),
         auth: bool = True,
         params: Mapping[str, str] | None = None,
+        links: Sequence[Link] = (),
         summary: str | None = None,
         description: str | None = None,
         name: str | None = None,
@@ -117,6 +147,13 @@ class Endpoint(Route):
         undeclared = set(self.params) - set(self.param_convertors)
         if undeclared:
             raise ValueError(f"{path}: no path parameters {sorted(undeclared)}")
+        self.links: dict[int, list[Link]] = {}
+        success = sorted(s for s in responses if 200 <= s < 300)
+        for link in links:
+            status = link.status if link.status is not None else (success or [None])[0]
+            if status not in self.responses:
+                raise ValueError(f"{path}: a link follows status {status}, not a reply")
+            self.links.setdefault(status, []).append(link)
         doc = inspect.getdoc(endpoint) or ""
         first, _, rest = doc.partition("\n")
         self.summary = summary or first.strip() or self.name.replace("_", " ").capitalize()

@@ -16,7 +16,7 @@ from pydantic_core import core_schema
 from starlette.routing import BaseRoute
 
 import inferd
-from inferd.api.endpoint import ERRORS, FORM, JSON, Endpoint, Events
+from inferd.api.endpoint import ERRORS, FORM, JSON, Endpoint, Events, Link
 from inferd.api.protocol import ErrorResponse
 
 REF = "#/components/schemas/{model}"
@@ -84,6 +84,7 @@ def build_openapi(
     """The document for `routes` (only `Endpoint`s; other routes are not API endpoints).
     `models` become the examples of every `model` path parameter and request field."""
     endpoints = list(_endpoints(routes))
+    by_path = {(ep.method, ep.path_format): ep for ep in endpoints}
     # One pass over every type, so that shared types become one component each.
     inputs: list[tuple[tuple[Any, ...], JsonSchemaMode, TypeAdapter[Any]]] = []
     for i, ep in enumerate(endpoints):
@@ -140,6 +141,8 @@ def build_openapi(
             responses[str(status)] = {"description": reply.description}
             if content:
                 responses[str(status)]["content"] = content
+            if ep.links.get(status):
+                responses[str(status)]["links"] = _links(ep, ep.links[status], by_path)
         for status in ep.errors:
             responses[str(status)] = {
                 "description": ERRORS[status],
@@ -169,6 +172,39 @@ def build_openapi(
     }
     _prune(document)
     return document
+
+
+def _links(
+    ep: Endpoint, links: Sequence[Link], by_path: dict[tuple[str, str], Endpoint]
+) -> dict[str, Any]:
+    """The response's `links`, each naming its target by operation id; a link to an operation
+    or a parameter that does not exist is an error here, not a dead link in the document."""
+    out: dict[str, Any] = {}
+    for link in links:
+        target = by_path.get((link.method.upper(), link.path))
+        if target is None:
+            raise ValueError(f"{ep.path_format}: link to no operation {link.method} {link.path}")
+        known = {f"path.{name}" for name in target.param_convertors}
+        if target.query is not None:
+            known |= {f"query.{f.alias or name}" for name, f in target.query.model_fields.items()}
+        for name in link.parameters:
+            qualified = name if "." in name else f"path.{name}"
+            if qualified not in known and f"query.{name}" not in known:
+                raise ValueError(f"{ep.path_format}: {target.operation_id} has no parameter {name}")
+        if link.body is not None and JSON not in target.body:
+            raise ValueError(f"{ep.path_format}: {target.operation_id} takes no JSON body")
+        name = link.name or target.operation_id
+        if name in out:
+            raise ValueError(f"{ep.path_format}: two links named {name}")
+        item: dict[str, Any] = {"operationId": target.operation_id}
+        if link.parameters:
+            item["parameters"] = dict(link.parameters)
+        if link.body is not None:
+            item["requestBody"] = dict(link.body)
+        if link.description:
+            item["description"] = link.description
+        out[name] = item
+    return out
 
 
 def _is_media(prop: Any) -> bool:

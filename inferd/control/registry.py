@@ -182,7 +182,7 @@ class Registry:
     ) -> VersionRecord:
         with self.db.session() as s, s.begin():
             account = self.lock_account(s, account_id)
-            row, deployment = self._own(s, account_id, deploy_id)
+            row, deployment = self._own(s, account_id, deploy_id, changing=True)
             config = VersionConfig.model_validate_json(row.config)
             if config.kind != "llm":
                 raise DeployError(
@@ -198,10 +198,12 @@ class Registry:
 
     def set_desired(self, account_id: str, deploy_id: str, desired: Desired) -> VersionRecord:
         """Stop, start or delete. Starting a stopped or failed version retries it from the
-        start (its weights are cached); starting counts against the quota again."""
+        start (its weights are cached); starting counts against the quota again. A delete is
+        final from its answer on: a version being deleted cannot be started or stopped (404),
+        only deleted again."""
         with self.db.session() as s, s.begin():
             account = self.lock_account(s, account_id)
-            row, deployment = self._own(s, account_id, deploy_id)
+            row, deployment = self._own(s, account_id, deploy_id, changing=desired != "deleted")
             config = VersionConfig.model_validate_json(row.config)
             if desired == "running" and row.desired != "running" and config.kind == "llm":
                 settings = ScaleSettings.model_validate_json(row.settings)
@@ -417,14 +419,17 @@ class Registry:
             )
 
     def _own(
-        self, s: Session, account_id: str, deploy_id: str
+        self, s: Session, account_id: str, deploy_id: str, changing: bool = False
     ) -> tuple[DeploymentVersion, Deployment]:
+        """The account's version; `changing`: also not one being deleted (its DELETE was
+        answered; the reconciler still stops its instances), which a start would bring back."""
         found = s.execute(
             select(DeploymentVersion, Deployment)
             .join(Deployment, Deployment.id == DeploymentVersion.deployment_id)
             .where(DeploymentVersion.deploy_id == deploy_id)
         ).first()
-        if found is None or found[1].account_id != account_id or found[0].status == "deleted":
+        gone = found is None or found[1].account_id != account_id or found[0].status == "deleted"
+        if gone or (changing and found[0].desired == "deleted"):
             raise DeployError(404, f"No deployment `{deploy_id}`.", "not_found", "deploy_id")
         return found[0], found[1]
 

@@ -48,6 +48,10 @@ UNIQUE = {("POST", "/v1/routes"): 300, ("POST", "/v1/api-tokens"): 200}
 SENT = itertools.count(1)
 
 
+def _hash(case: Any) -> int:
+    return zlib.crc32(repr((case.operation.path, case.path_parameters, case.body)).encode())
+
+
 def _slug(value: Any, fallback: str) -> str:
     """A name part of 1-40 letters, digits, `.`, `_` or `-` made from a generated value."""
     text = re.sub(r"[^A-Za-z0-9._-]", "", str(value))[:40].lstrip(".")
@@ -104,7 +108,7 @@ def map_case(context: Any, case: Any) -> Any:
     body = case.body
     if not isinstance(body, dict) or not OWNER:
         return case
-    if zlib.crc32(repr((case.path_parameters, body)).encode()) % STEER_ONE_IN == 0:
+    if _hash(case) % STEER_ONE_IN == 0:
         return case
     method, path = case.operation.method.upper(), case.operation.path
     if (method, path) == ("POST", "/v1/routes"):
@@ -128,10 +132,6 @@ def map_case(context: Any, case: Any) -> Any:
     elif method == "POST" and path.endswith("/files"):
         case.body = {**body, "purpose": "batch", "file": _batch_lines()}
     return case
-
-
-def _hash(case: Any) -> int:
-    return zlib.crc32(repr((case.operation.path, case.path_parameters, case.body)).encode())
 
 
 @schemathesis.hook

@@ -4,13 +4,20 @@ from __future__ import annotations
 
 from inferd.api.batches import serving
 from inferd.api.batches.protocol import BatchList, BatchListQuery, BatchObject, CreateBatch
-from inferd.api.endpoint import JSON, Endpoint, Reply
+from inferd.api.endpoint import JSON, Endpoint, Reply, links
 
 PREFIXES = ("/v1/openai", "/v1")
 BATCH_PARAM = {"batch_id": "The batch's id (`batch_...`)."}
 
 
 def _routes(prefix: str) -> list[Endpoint]:
+    item = f"{prefix}/batches/{{batch_id}}"
+    # A batch's walk: create → read → cancel → read; its input file by id.
+    by_id = {"batch_id": "$response.body#/id"}
+    created = (
+        *links(by_id, f"GET {item}", f"POST {item}/cancel"),
+        *links({"file_id": "$response.body#/input_file_id"}, f"GET {prefix}/files/{{file_id}}"),
+    )
     return [
         Endpoint(
             f"{prefix}/batches",
@@ -18,6 +25,7 @@ def _routes(prefix: str) -> list[Endpoint]:
             "POST",
             body={JSON: CreateBatch},
             responses={200: Reply("The batch object.", {JSON: BatchObject})},
+            links=created,
             errors=(403,),
         ),
         Endpoint(
@@ -34,6 +42,7 @@ def _routes(prefix: str) -> list[Endpoint]:
             "GET",
             params=BATCH_PARAM,
             responses={200: Reply("The batch object.", {JSON: BatchObject})},
+            links=links(by_id, f"POST {item}/cancel"),
             errors=(403, 404),
         ),
         Endpoint(
@@ -42,6 +51,7 @@ def _routes(prefix: str) -> list[Endpoint]:
             "POST",
             params=BATCH_PARAM,
             responses={200: Reply("The batch object.", {JSON: BatchObject})},
+            links=links(by_id, f"GET {item}"),
             errors=(403, 404, 409),
         ),
     ]

@@ -13,10 +13,22 @@ from inferd.api.containers.protocol import (
     Params,
     RenameContainer,
 )
-from inferd.api.endpoint import JSON, Endpoint, Reply
+from inferd.api.endpoint import JSON, Endpoint, Reply, links
 
 CONTAINER_ID = {"container_id": "The container's id (`ctr-...`)."}
 OBJECT = {JSON: ContainerObject}
+ITEM = "/v1/containers/{container_id}"
+# A container's walk: create → get → rename → delete → get, rename (after its end).
+CREATED = links(
+    {"container_id": "$response.body#/container_id"},
+    f"GET {ITEM}",
+    f"PATCH {ITEM}",
+    f"DELETE {ITEM}",
+)
+BY_ID = {"container_id": "$response.body#/id"}
+READ = links(BY_ID, f"PATCH {ITEM}", f"DELETE {ITEM}")
+RENAMED = links(BY_ID, f"GET {ITEM}", f"DELETE {ITEM}")
+DELETED = links(BY_ID, f"GET {ITEM}", f"PATCH {ITEM}")
 
 routes = [
     Endpoint(
@@ -28,6 +40,7 @@ routes = [
         "then `ssh ubuntu@IP` with the key your cloud-init user data gave.",
         body={JSON: CreateContainer},
         responses={200: Reply("The new container's id.", {JSON: Created})},
+        links=CREATED,
         errors=(402, 403, 503),
     ),
     Endpoint(
@@ -62,6 +75,7 @@ routes = [
         params=CONTAINER_ID,
         summary="A container's state",
         responses={200: Reply("The container.", OBJECT)},
+        links=READ,
         errors=(403, 404, 503),
     ),
     Endpoint(
@@ -72,6 +86,7 @@ routes = [
         summary="Rename a container",
         body={JSON: RenameContainer},
         responses={200: Reply("The container.", OBJECT)},
+        links=RENAMED,
         errors=(403, 404, 503),
     ),
     Endpoint(
@@ -83,6 +98,7 @@ routes = [
         description="Everything in it is lost. It goes `shutting_down`, then `deleted`; "
         "billing stops when it stops running.",
         responses={200: Reply("The container.", OBJECT)},
+        links=DELETED,
         errors=(403, 404, 503),
     ),
 ]

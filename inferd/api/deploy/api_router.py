@@ -13,10 +13,25 @@ from inferd.api.deploy.protocol import (
     DeployUpdate,
     GpuAvailability,
 )
-from inferd.api.endpoint import JSON, Endpoint, Reply
+from inferd.api.endpoint import JSON, Endpoint, Reply, links
 
 DEPLOY_ID = {"deploy_id": "The version's id (from the deploy object)."}
 OBJECT = {JSON: DeployObject}
+ITEM = "/deploy/{deploy_id}"
+# A deployment's walk, by its id: create → get → update → stop → start → delete → get (gone).
+BY_ID = {"deploy_id": "$response.body#/deploy_id"}
+CREATED = links(
+    BY_ID, f"GET {ITEM}", f"PUT {ITEM}", f"POST {ITEM}/stop", f"POST {ITEM}/start", f"DELETE {ITEM}"
+)
+READ = links(BY_ID, f"PUT {ITEM}", f"POST {ITEM}/stop", f"POST {ITEM}/start", f"DELETE {ITEM}")
+UPDATED = links(BY_ID, f"GET {ITEM}", f"DELETE {ITEM}")
+STOPPED = links(BY_ID, f"GET {ITEM}", f"POST {ITEM}/start", f"DELETE {ITEM}")
+STARTED = links(BY_ID, f"GET {ITEM}", f"POST {ITEM}/stop")
+DELETED = links(BY_ID, f"GET {ITEM}", f"POST {ITEM}/start")
+LORA = (
+    *links({"name": "$response.body#/model_name"}, "DELETE /lora-model/{name}"),
+    *links({"deploy_id": "$response.body#/deploy_id"}, f"GET {ITEM}", f"DELETE {ITEM}"),
+)
 
 routes = [
     Endpoint(
@@ -28,6 +43,7 @@ routes = [
         "instances; the base comes from its `adapter_config.json` and must take adapters.",
         body={JSON: DeployLora},
         responses={200: Reply("The deploy object (`type: lora`).", OBJECT)},
+        links=LORA,
         errors=(403, 409),
     ),
     Endpoint(
@@ -56,6 +72,7 @@ routes = [
         "once (status `initializing`); poll the deploy object while weights download.",
         body={JSON: DeployLLM},
         responses={200: Reply("The deploy object.", OBJECT)},
+        links=CREATED,
         errors=(403, 409),
     ),
     Endpoint(
@@ -82,6 +99,7 @@ routes = [
         params=DEPLOY_ID,
         summary="A deployment's state",
         responses={200: Reply("The deploy object.", OBJECT)},
+        links=READ,
         errors=(403, 404),
     ),
     Endpoint(
@@ -92,6 +110,7 @@ routes = [
         summary="Change a deployment's scaling settings",
         body={JSON: DeployUpdate},
         responses={200: Reply("The deploy object.", OBJECT)},
+        links=UPDATED,
         errors=(403, 404),
     ),
     Endpoint(
@@ -101,6 +120,7 @@ routes = [
         params=DEPLOY_ID,
         summary="Delete a deployment version",
         responses={200: Reply("The deploy object, `deleted` once its instances stop.", OBJECT)},
+        links=DELETED,
         errors=(403, 404),
     ),
     Endpoint(
@@ -110,6 +130,7 @@ routes = [
         params=DEPLOY_ID,
         summary="Stop a deployment's instances",
         responses={200: Reply("The deploy object.", OBJECT)},
+        links=STOPPED,
         errors=(403, 404),
     ),
     Endpoint(
@@ -119,6 +140,7 @@ routes = [
         params=DEPLOY_ID,
         summary="Start a stopped or failed deployment again",
         responses={200: Reply("The deploy object.", OBJECT)},
+        links=STARTED,
         errors=(403, 404),
     ),
 ]

@@ -3,7 +3,7 @@ under `/v1`."""
 
 from __future__ import annotations
 
-from inferd.api.endpoint import FORM, JSON, Endpoint, Reply
+from inferd.api.endpoint import FORM, JSON, Endpoint, Link, Reply, links
 from inferd.api.files import serving
 from inferd.api.files.protocol import FileDeleted, FileList, FileListQuery, FileObject, FileUpload
 
@@ -12,6 +12,20 @@ FILE_PARAM = {"file_id": "The file's id (`file-...`)."}
 
 
 def _routes(prefix: str) -> list[Endpoint]:
+    item = f"{prefix}/files/{{file_id}}"
+    by_id = {"file_id": "$response.body#/id"}
+    # A file's walk: upload → read, its content, a batch of it → delete → read (gone).
+    read = links(by_id, f"GET {item}/content", f"DELETE {item}")
+    batch = Link(
+        "POST",
+        f"{prefix}/batches",
+        body={
+            "input_file_id": "$response.body#/id",
+            "endpoint": "/v1/chat/completions",
+            "completion_window": "24h",
+        },
+        description="Run the file's lines as a batch of chat completions.",
+    )
     return [
         Endpoint(
             f"{prefix}/files",
@@ -19,6 +33,7 @@ def _routes(prefix: str) -> list[Endpoint]:
             "POST",
             body={FORM: FileUpload},
             responses={200: Reply("The file object.", {JSON: FileObject})},
+            links=(*links(by_id, f"GET {item}"), *read, batch),
             errors=(403, 415),
         ),
         Endpoint(
@@ -35,6 +50,7 @@ def _routes(prefix: str) -> list[Endpoint]:
             "GET",
             params=FILE_PARAM,
             responses={200: Reply("The file object.", {JSON: FileObject})},
+            links=read,
             errors=(403, 404),
         ),
         Endpoint(
@@ -43,6 +59,7 @@ def _routes(prefix: str) -> list[Endpoint]:
             "DELETE",
             params=FILE_PARAM,
             responses={200: Reply("The deletion.", {JSON: FileDeleted})},
+            links=links(by_id, f"GET {item}", f"GET {item}/content"),
             errors=(403, 404),
         ),
         Endpoint(

@@ -3,12 +3,19 @@ longest path is the name."""
 
 from __future__ import annotations
 
-from inferd.api.endpoint import JSON, Endpoint, Reply
+from inferd.api.endpoint import JSON, Endpoint, Reply, links
 from inferd.api.routing import serving
 from inferd.api.routing.protocol import RouteHealth, RouteIn, RouteList, RouteObject, RouteReplace
 
 NAME = {"name": "The route's name (it may contain `/`)."}
 OBJECT = {JSON: RouteObject}
+ITEM = "/v1/routes/{name}"
+# A route's walk, by name: create → get, health → replace → delete → get (gone).
+NAMED = {"name": "$response.body#/name"}
+CREATED = links(NAMED, f"GET {ITEM}", f"GET {ITEM}/health", f"PUT {ITEM}", f"DELETE {ITEM}")
+READ = links(NAMED, f"GET {ITEM}/health", f"PUT {ITEM}", f"DELETE {ITEM}")
+REPLACED = links(NAMED, f"GET {ITEM}", f"DELETE {ITEM}")
+DELETED = links(NAMED, f"GET {ITEM}", f"PUT {ITEM}")
 
 routes = [
     Endpoint(
@@ -20,6 +27,7 @@ routes = [
         "models of external OpenAI-compatible providers, with fallback and cooldowns.",
         body={JSON: RouteIn},
         responses={201: Reply("The route (API keys are never returned).", OBJECT)},
+        links=CREATED,
         errors=(403, 409, 503),
     ),
     Endpoint(
@@ -46,6 +54,7 @@ routes = [
         params=NAME,
         summary="A route",
         responses={200: Reply("The route.", OBJECT)},
+        links=READ,
         errors=(403, 404, 503),
     ),
     Endpoint(
@@ -56,6 +65,7 @@ routes = [
         summary="Replace a route's targets and policy",
         body={JSON: RouteReplace},
         responses={200: Reply("The route as it is now.", OBJECT)},
+        links=REPLACED,
         errors=(403, 404, 409, 503),
     ),
     Endpoint(
@@ -65,6 +75,7 @@ routes = [
         params=NAME,
         summary="Delete a route",
         responses={200: Reply("The route, now gone.", OBJECT)},
+        links=DELETED,
         errors=(403, 404, 409, 503),
     ),
 ]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from inferd.api.endpoint import JSON, Endpoint, Reply
+from inferd.api.endpoint import JSON, Endpoint, Link, Reply, links
 from inferd.api.tenancy import serving
 from inferd.api.tenancy.protocol import (
     Account,
@@ -23,6 +23,20 @@ from inferd.api.tenancy.protocol import (
     UsageSummary,
 )
 
+ACCOUNT = links(
+    {"name": "$response.body#/name"},
+    "PATCH /v1/accounts/{name}",
+    "GET /v1/accounts/{name}/sso",
+    "PUT /v1/accounts/{name}/sso",
+)
+# A key's walk: create → mint a scoped JWT with it → revoke it → mint again (refused).
+KEY = (
+    Link("POST", "/v1/scoped-jwt", body={"api_key_name": "$response.body#/name"}),
+    *links({"name": "$response.body#/name"}, "DELETE /v1/api-tokens/{name}"),
+)
+REVOKED = (Link("POST", "/v1/scoped-jwt", body={"api_key_name": "$response.body#/deleted"}),)
+JWT = links({"jwtoken": "$response.body#/token"}, "GET /v1/scoped-jwt")
+
 routes = [
     Endpoint(
         "/v1/accounts",
@@ -32,6 +46,7 @@ routes = [
         description="Returns the account and its first API key (`auto`), shown once.",
         body={JSON: CreateAccount},
         responses={200: Reply("The account and its first key.", {JSON: CreatedAccount})},
+        links=ACCOUNT,
         errors=(403, 409),
     ),
     Endpoint(
@@ -81,6 +96,7 @@ routes = [
         summary="Create an API key",
         body={JSON: CreateApiToken},
         responses={200: Reply("The key, shown once.", {JSON: CreatedApiToken})},
+        links=KEY,
         errors=(403, 409),
     ),
     Endpoint(
@@ -91,6 +107,7 @@ routes = [
         description="Revocation is immediate, on every gateway.",
         params={"name": "The key's name."},
         responses={200: Reply("Deleted.", {JSON: DeletedApiToken})},
+        links=REVOKED,
         errors=(403, 404),
     ),
     Endpoint(
@@ -102,6 +119,7 @@ routes = [
         "a spending limit.",
         body={JSON: CreateScopedJwt},
         responses={200: Reply("The token (`jwt:...`).", {JSON: ScopedJwt})},
+        links=JWT,
         errors=(403, 404),
     ),
     Endpoint(
