@@ -135,11 +135,27 @@ class Connection:
 
 
 async def closed_loop(
-    port: int, path: str, body: dict, headers: dict[str, str], concurrency: int, seconds: float
+    port: int,
+    path: str,
+    body: dict,
+    headers: dict[str, str],
+    concurrency: int,
+    seconds: float,
+    connect_gap: float = 0.0,
 ) -> LoadResult:
-    """`concurrency` connections, each sending its next request as soon as one returns."""
+    """`concurrency` connections, each sending its next request as soon as one returns.
+
+    `connect_gap` seconds between connection opens spread them over the workers of a
+    multi-process server sharing one listening socket: opened at once, one worker often accepts
+    them all and the others idle for the whole run.
+    """
     conns = [Connection(port) for _ in range(concurrency)]
-    await asyncio.gather(*(c.open() for c in conns))
+    if connect_gap:
+        for conn in conns:
+            await conn.open()
+            await asyncio.sleep(connect_gap)
+    else:
+        await asyncio.gather(*(c.open() for c in conns))
     latencies: list[float] = []
     bodies: list[bytes] = []
     stop_at = time.perf_counter() + seconds
@@ -163,13 +179,16 @@ async def open_loop(
     rate: float,
     seconds: float,
     connections: int = 64,
+    connect_gap: float = 0.0,
 ) -> LoadResult:
-    """Requests at a fixed rate (latency is measured from the scheduled send time)."""
+    """Requests at a fixed rate (latency is measured from the scheduled send time);
+    `connect_gap` as in `closed_loop`."""
     pool: asyncio.Queue[Connection] = asyncio.Queue()
     for _ in range(connections):
         conn = Connection(port)
         await conn.open()
         pool.put_nowait(conn)
+        await asyncio.sleep(connect_gap)
     latencies: list[float] = []
     total = int(rate * seconds)
     start = time.perf_counter() + 0.05
