@@ -273,12 +273,16 @@ def test_summary_from_rollups_equals_raw(live: Database) -> None:
     assert ledger.total("acct:nobody") == 0.0
 
 
+# Columns of `usage` that migrations after 0013 added: a 0012 database has none of them.
+LATER = {"id", "served_by"}
+
+
 def test_backfill_equals_the_upserts(live: Database, fresh_url: Callable[[], str]) -> None:
     """Migration 0013 over a database holding the same raw rows, written before it."""
     old = migrated(fresh_url(), "0012")
     with live.session() as s:
         rows = [
-            {c.name: getattr(u, c.key) for c in Usage.__table__.columns if c.name != "id"}
+            {c.name: getattr(u, c.key) for c in Usage.__table__.columns if c.name not in LATER}
             for u in s.scalars(select(Usage))
         ]
     with old.engine.begin() as conn:

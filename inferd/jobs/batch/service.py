@@ -318,6 +318,10 @@ class Batches:
             return
         line = await asyncio.to_thread(self._line_row, batch.id, number)
         if line is None or line.state != "queued" or line.request is None:
+            # Done already: by this job in a process killed before it queued the finalize
+            # step (the line's count commits first), so queue it now (once, by its key).
+            if batch.completed + batch.failed >= batch.total:
+                await asyncio.to_thread(self._queue_finalize, batch.id, batch.account_id)
             return
         sealer = self.blobs.record_sealer(batch.id, batch.line_key)
         body = json.loads(sealer.open(f"{batch.id}:{number}:request", line.request))
