@@ -204,14 +204,13 @@ class RouteRegistry:
             raise RouteError(
                 403, f"A route with {why} is the operator's to make.", "forbidden", "name"
             )
-        owner_id = None if operator else principal.account_id
         tasks = set()
         for i, target in enumerate(draft.targets):
             where = f"targets[{i}]"
             if target.base_url is not None:
                 check_base_url(target.base_url, where)
                 continue
-            spec = self.catalog.find(target.model, owner_id or principal.account_id)
+            spec = self.catalog.find(target.model, principal.account_id)
             if spec is None:
                 raise RouteError(
                     400,

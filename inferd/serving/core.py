@@ -127,12 +127,7 @@ class Serving:
                 404, str(ModelNotFound(model)), code="model_not_found", param="model"
             )
         if not principal.allows(route.name):
-            raise RequestError(
-                403,
-                f"This token may not use the model `{route.name}`.",
-                code="model_not_allowed",
-                param="model",
-            )
+            raise _not_allowed(route.name)
         if task is not None and route.task != task:
             raise RequestError(
                 400,
@@ -177,12 +172,7 @@ class Serving:
             # A token allowed the deprecated model keeps working once its replacement serves.
             spec.stands_in_for is not None and principal.allows(spec.stands_in_for.name)
         ):
-            raise RequestError(
-                403,
-                f"This token may not use the model `{spec.name}`.",
-                code="model_not_allowed",
-                param="model",
-            )
+            raise _not_allowed(spec.name)
         if task is not None and spec.task != task:
             raise RequestError(
                 400,
@@ -509,6 +499,12 @@ def usage_record(
         started_at=admission.started_at,
         duration_ms=admission.runtime_ms,
         served_by=admission.meta.served_by,
+    )
+
+
+def _not_allowed(model: str) -> RequestError:
+    return RequestError(
+        403, f"This token may not use the model `{model}`.", code="model_not_allowed", param="model"
     )
 
 
